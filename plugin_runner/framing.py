@@ -1,0 +1,72 @@
+"""Length-prefixed msgpack framing over a stream socket: a 4-byte big-endian length, then the
+frame. Encoders/decoders are built once per process (msgspec perf guidance)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Generic, TypeVar
+
+import msgspec
+
+from plugin_runner.protocol import ToHost, ToRunner
+
+T = TypeVar("T")
+
+# A frame larger than this is a bug or an attack, not a node output; refuse it (bytes).
+MAX_FRAME = 64 * 1024 * 1024
+
+
+class FrameError(Exception):
+    """The peer sent something that is not a valid frame."""
+
+
+class FrameWriter:
+    """Encodes frames into one reused buffer: length placeholder, then msgpack in place."""
+
+    __slots__ = ("_writer", "_enc", "_buf")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._enc = msgspec.msgpack.Encoder()
+        self._buf = bytearray(64)
+
+    def write(self, frame: msgspec.Struct) -> None:
+        buf = self._buf
+        self._enc.encode_into(frame, buf, 4)
+        n = len(buf) - 4
+        buf[0:4] = n.to_bytes(4, "big")
+        self._writer.write(bytes(buf))
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class FrameReader(Generic[T]):
+    __slots__ = ("_reader", "_dec")
+
+    def __init__(self, reader: asyncio.StreamReader, dec: msgspec.msgpack.Decoder[T]) -> None:
+        self._reader = reader
+        self._dec = dec
+
+    async def read(self) -> T:
+        """The next frame; raises ``asyncio.IncompleteReadError`` at EOF, FrameError on garbage."""
+        head = await self._reader.readexactly(4)
+        n = int.from_bytes(head, "big")
+        if n > MAX_FRAME:
+            raise FrameError(f"frame of {n} bytes exceeds the {MAX_FRAME}-byte limit")
+        body = await self._reader.readexactly(n)
+        try:
+            return self._dec.decode(body)
+        except msgspec.DecodeError as exc:
+            raise FrameError(f"undecodable frame: {exc}") from exc
+
+
+def host_reader(reader: asyncio.StreamReader) -> FrameReader[ToHost]:
+    return FrameReader(reader, msgspec.msgpack.Decoder(ToHost))  # type: ignore[arg-type]
+
+
+def runner_reader(reader: asyncio.StreamReader) -> FrameReader[ToRunner]:
+    return FrameReader(reader, msgspec.msgpack.Decoder(ToRunner))  # type: ignore[arg-type]
