@@ -1,0 +1,344 @@
+"""Executes a workflow for one client request, streams the answer node, records the run.
+
+Every node runs in the plugin runner (``RunnerPool.call``). Nodes whose inputs do not depend on
+each other run concurrently; the answer node (the first of ``output:`` whose ``when:`` holds) is
+driven inline by the caller so its stream reaches the client with no extra hop. When the run
+ends, however it ends, one ``RunRow`` with all its spans goes to the recorder (never awaited).
+
+The client sees the answer node's usage (what its conversation's model consumed); the run record
+carries the sum over every model call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
+
+import msgspec
+
+from host.engine.context import RequestView, build_request
+from host.engine.templates import render_value
+from host.engine.workflow import Node, Workflow
+from host.redact import REDACTOR
+from host.runners import RunnerPool
+from host.tracing.records import RunRow, SpanRow, Status
+from plugin_runner.protocol import Result
+from plugin_sdk.errors import FlowbaseError, NodeError
+from plugin_sdk.node import SpanRecord
+from plugin_sdk.types import (
+    Request, Response, StreamEnd, StreamEvent, TextPart, ToolCallPart, ToolResultPart, Usage, response_events,
+)
+
+Protocol = Literal["chat", "responses", "messages"]
+SKIPPED: dict[str, Any] = {"skipped": True}
+
+
+def new_run_id() -> str:
+    # Time-ordered (sorts like creation order in the store) and unique without coordination.
+    return f"run_{time.time_ns():x}{os.urandom(5).hex()}"
+
+
+class Engine:
+    def __init__(self, pool: RunnerPool, submit: Callable[[RunRow], None] | None) -> None:
+        self.pool = pool
+        self.submit = submit  # None: tracing off
+
+    def start(self, wf: Workflow, req: Request, *, protocol: Protocol, session_id: str | None) -> Execution:
+        return Execution(self, wf, req, protocol, session_id)
+
+
+class Execution:
+    """One run. Use ``await complete()`` or ``async for ev in stream()`` exactly once."""
+
+    def __init__(self, engine: Engine, wf: Workflow, req: Request, protocol: Protocol, session_id: str | None) -> None:
+        self.engine = engine
+        self.wf = wf
+        self.req = req
+        self.protocol = protocol
+        self.session_id = session_id
+        self.id = new_run_id()
+        self.started = time.time()
+        self.root = f"{self.id}.0"
+        self.spans: list[SpanRow] = []
+        self.outputs: dict[str, Any] = {}
+        self.futures: dict[str, asyncio.Future[Any]] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        self.usage = Usage()
+        self._ctx: dict[str, Any] | None = None
+        self._seq = 0
+        self._failed = False
+
+    # ---- public --------------------------------------------------------------------------
+
+    async def complete(self) -> Response:
+        status: Status = "error"
+        err: BaseException | None = None
+        try:
+            node = await self._begin()
+            resp = await self._answer(node)
+            await self._finish_background()
+            status = "error" if self._failed else "ok"
+            return resp
+        except BaseException as exc:
+            err = exc
+            status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+            raise
+        finally:
+            self._record(status, err, stream=False)
+
+    async def stream(self) -> AsyncIterator[StreamEvent]:
+        status: Status = "error"
+        err: BaseException | None = None
+        try:
+            node = await self._begin()
+            async for ev in self._answer_stream(node):
+                if isinstance(ev, StreamEnd):
+                    await self._finish_background()
+                yield ev
+            status = "error" if self._failed else "ok"
+        except BaseException as exc:
+            err = exc
+            status = "cancelled" if isinstance(exc, (asyncio.CancelledError, GeneratorExit)) else "error"
+            raise
+        finally:
+            for t in self.tasks:
+                t.cancel()
+            self._record(status, err, stream=True)
+
+    # ---- scheduling ----------------------------------------------------------------------
+
+    async def _begin(self) -> Node:
+        """Start every non-answer node as a task; return the answer node once it is decided."""
+        wf = self.wf
+        if len(wf.order) == 1:  # the common proxy case: nothing to schedule
+            node = wf.nodes[wf.order[0]]
+            if node.when is None or node.when.holds(self._context()):
+                return node
+            raise NodeError(f"workflow '{wf.name}': its only node '{node.id}' was skipped (its `when:` is false)")
+        loop = asyncio.get_running_loop()
+        for nid in wf.order:
+            self.futures[nid] = loop.create_future()
+        for nid in wf.order:
+            if nid not in wf.outputs:
+                self.tasks.append(asyncio.create_task(self._background(wf.nodes[nid])))
+        for cand in wf.outputs:
+            node = wf.nodes[cand]
+            await self._await_deps(node)
+            if node.when is None or node.when.holds(self._context()):
+                for other in wf.outputs[wf.outputs.index(cand) + 1:]:
+                    self._skip(wf.nodes[other], "another output node answered")
+                return node
+            self._skip(node, "its `when:` is false")
+        raise NodeError(f"workflow '{wf.name}': no output node ran (every `when:` of {', '.join(wf.outputs)} was false)")
+
+    async def _await_deps(self, node: Node) -> None:
+        for dep in node.deps:
+            out = await self.futures[dep]
+            self.outputs[dep] = out
+
+    async def _background(self, node: Node) -> None:
+        fut = self.futures[node.id]
+        try:
+            await self._await_deps(node)
+            if node.when is not None and not node.when.holds(self._context()):
+                self._skip(node, "its `when:` is false")
+                return
+            res = await self._invoke(node)
+            fut.set_result(res.output)
+        except BaseException as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # mark retrieved: dependents re-raise it, others need not look
+            if not isinstance(exc, Exception):
+                raise
+
+    def _skip(self, node: Node, why: str) -> None:
+        now = time.time()
+        self.spans.append(self._span("node", node.id, "skipped", now, now, output={"reason": why}))
+        fut = self.futures.get(node.id)
+        if fut is not None and not fut.done():
+            fut.set_result(SKIPPED)
+        self.outputs[node.id] = SKIPPED
+
+    async def _finish_background(self) -> None:
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # ---- the answer ----------------------------------------------------------------------
+
+    async def _answer(self, node: Node) -> Response:
+        res = await self._invoke(node)
+        self._answered(node, res.output)
+        return self._as_response(node, res)
+
+    async def _answer_stream(self, node: Node) -> AsyncIterator[StreamEvent]:
+        if not node.is_model:
+            res = await self._invoke(node)
+            self._answered(node, res.output)
+            for ev in response_events(self._as_response(node, res)):
+                yield ev
+            return
+        started = time.time()
+        request = self._request_for(node)
+        inputs = self._inputs_for(node)
+        call = self.engine.pool.call(node.type, node_id=node.id, config=node.config, inputs=inputs,
+                                     request=request, stream=True, timeout_s=node.timeout_s)
+        try:
+            async for ev in call:
+                yield ev
+            res = await call.result()
+        except FlowbaseError as exc:
+            self._node_failed(node, started, inputs, request, exc)
+            raise
+        except BaseException:
+            await call.cancel()
+            raise
+        self._node_done(node, started, inputs, request, res)
+        self._answered(node, res.output)
+
+    def _answered(self, node: Node, output: dict[str, Any]) -> None:
+        fut = self.futures.get(node.id)
+        if fut is not None and not fut.done():
+            fut.set_result(output)
+
+    def _as_response(self, node: Node, res: Result) -> Response:
+        if res.response is not None:
+            return res.response
+        text = res.output.get("text")
+        if not isinstance(text, str):
+            text = msgspec.json.encode(res.output).decode()
+        return Response(id=f"resp_{self.id[4:]}", model=self.wf.model, content=[TextPart(text)])
+
+    # ---- one node ------------------------------------------------------------------------
+
+    def _context(self) -> dict[str, Any]:
+        if self._ctx is None:
+            self._ctx = {"request": RequestView(self.req)}
+        ctx = self._ctx
+        ctx.update(self.outputs)
+        return ctx
+
+    def _inputs_for(self, node: Node) -> dict[str, Any]:
+        if not node.inputs:
+            return {}
+        out = render_value(node.inputs, self._context())
+        return out if isinstance(out, dict) else {}
+
+    def _request_for(self, node: Node) -> Request | None:
+        if not node.is_model:
+            return None
+        if node.passthrough and node.inherit_tools:
+            return self.req
+        return build_request(node, self.req, self._context())
+
+    async def _invoke(self, node: Node) -> Result:
+        started = time.time()
+        request = self._request_for(node)
+        inputs = self._inputs_for(node)
+        call = self.engine.pool.call(node.type, node_id=node.id, config=node.config, inputs=inputs,
+                                     request=request, stream=False, timeout_s=node.timeout_s)
+        try:
+            res = await call.result()
+        except FlowbaseError as exc:
+            self._node_failed(node, started, inputs, request, exc)
+            raise
+        except BaseException:
+            await call.cancel()
+            raise
+        self._node_done(node, started, inputs, request, res)
+        return res
+
+    def _node_input(self, node: Node, inputs: dict[str, Any], request: Request | None) -> Any:
+        if request is None or request is self.req:
+            return inputs or None
+        return {"inputs": inputs, "request": request} if inputs else {"request": request}
+
+    def _node_done(self, node: Node, started: float, inputs: dict[str, Any], request: Request | None, res: Result) -> None:
+        usage = res.response.usage if res.response is not None else None
+        span = self._span("node", node.id, "ok", started, time.time(), input=self._node_input(node, inputs, request),
+                          output=res.output, usage=usage, model=node.model, provider=node.provider)
+        self.spans.append(span)
+        self._children(span.id, node, res.spans)
+        self.outputs[node.id] = res.output
+
+    def _node_failed(self, node: Node, started: float, inputs: dict[str, Any], request: Request | None,
+                     exc: FlowbaseError) -> None:
+        self._failed = True
+        exc.message = REDACTOR.redact(exc.message)
+        span = self._span("node", node.id, "error", started, time.time(), input=self._node_input(node, inputs, request),
+                          error=exc.message, model=node.model, provider=node.provider)
+        self.spans.append(span)
+        self._children(span.id, node, getattr(exc, "spans", None) or [])
+
+    def _children(self, parent: str, node: Node, records: list[SpanRecord]) -> None:
+        for r in records:
+            if r.usage is not None and r.kind == "model_call":
+                self.usage.add(r.usage)
+            self.spans.append(self._span(
+                r.kind, r.name, r.status, r.started_at, r.ended_at, parent=parent, input=r.input, output=r.output,
+                usage=r.usage, model=r.model, provider=r.provider,
+                error=REDACTOR.redact(r.error) if r.error else None, price=node.price))
+
+    def _span(self, kind: Any, name: str, status: Status, started: float, ended: float | None, *,
+              parent: str | None = None, **kw: Any) -> SpanRow:
+        self._seq += 1
+        return SpanRow(id=f"{self.id}.{self._seq}", run_id=self.id, parent_id=parent or self.root, kind=kind,
+                       name=name, status=status, started_at=started, ended_at=ended, **kw)
+
+    # ---- the record ----------------------------------------------------------------------
+
+    def _tool_spans(self, answer: Response | None) -> list[SpanRow]:
+        """Client-side tool callbacks: results the client sent back in this request, and calls
+        the answer handed to the client."""
+        out: list[SpanRow] = []
+        names: dict[str, str] = {}
+        for msg in self.req.messages:
+            for part in msg.content:
+                if isinstance(part, ToolCallPart):
+                    names[part.id] = part.name
+        # Only the results that arrived since the model's last turn are new in this request.
+        for msg in reversed(self.req.messages):
+            if msg.role != "tool":
+                break
+            for part in msg.content:
+                if isinstance(part, ToolResultPart):
+                    text = "".join(p.text for p in part.content if isinstance(p, TextPart))
+                    out.append(self._span("tool_call", names.get(part.tool_call_id, part.tool_call_id),
+                                          "error" if part.is_error else "ok", self.started, self.started,
+                                          input={"tool_call_id": part.tool_call_id, "direction": "result_from_client"},
+                                          output=text))
+        if answer is not None:
+            for call in answer.tool_calls():
+                out.append(self._span("tool_call", call.name, "ok", self.started, time.time(),
+                                      input={"tool_call_id": call.id, "arguments": call.arguments,
+                                             "direction": "call_to_client"}))
+        return out
+
+    def _record(self, status: Status, err: BaseException | None, *, stream: bool) -> None:
+        submit = self.engine.submit
+        if submit is None:
+            return
+        ended = time.time()
+        error = None
+        if err is not None:
+            error = err.message if isinstance(err, FlowbaseError) else (
+                "client disconnected" if status == "cancelled" else f"{type(err).__name__}: {err}")
+        answer_out = None
+        for nid in self.wf.outputs:
+            out = self.outputs.get(nid)
+            if out is not None and out is not SKIPPED:
+                answer_out = out
+        answer = None
+        if answer_out is not None and answer_out.get("tool_calls"):
+            answer = Response(id="", model="", content=[ToolCallPart(id=c["id"], name=c["name"], arguments=c["arguments"])
+                                                        for c in answer_out["tool_calls"]])
+        root = SpanRow(id=self.root, run_id=self.id, parent_id=None, kind="workflow", name=self.wf.name, status=status,
+                       started_at=self.started, ended_at=ended, input=self.req, output=answer_out,
+                       usage=self.usage, error=error)
+        spans = [root, *self.spans, *self._tool_spans(answer)]
+        submit(RunRow(id=self.id, workflow=self.wf.name, workflow_version=self.wf.version, model=self.wf.model,
+                      protocol=self.protocol, status=status, started_at=self.started, ended_at=ended, stream=stream,
+                      usage=self.usage, error=error, session_id=self.session_id, spans=spans))
