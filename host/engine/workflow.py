@@ -147,6 +147,17 @@ def _resolve_env(value: Any, env: Mapping[str, str], where: str, used: dict[str,
     return value
 
 
+def _name_nodes(message: str, definition: dict[str, Any]) -> str:
+    """msgspec says ``at `$.nodes[2].model```; say which node that is."""
+    m = re.search(r"`\$\.nodes\[(\d+)\]", message)
+    nodes = definition.get("nodes")
+    if m and isinstance(nodes, list) and int(m.group(1)) < len(nodes) and isinstance(nodes[int(m.group(1))], dict):
+        node_id = nodes[int(m.group(1))].get("id")
+        if node_id:
+            return f"node '{node_id}': {message}"
+    return message
+
+
 def parse_source(text: str, path: str) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(text)
@@ -166,7 +177,7 @@ def load_workflow(text: str, path: str, node_types: Mapping[str, NodeTypeSpec],
     try:
         spec = msgspec.convert(resolved, WorkflowSpec)
     except msgspec.ValidationError as exc:
-        raise WorkflowError(f"{path}: {exc}") from exc
+        raise WorkflowError(f"{path}: {_name_nodes(str(exc), definition)}") from exc
     if spec.version != 1:
         raise WorkflowError(f"{path}: unsupported workflow version {spec.version} (this flowbase reads version 1)")
     if not spec.nodes:
