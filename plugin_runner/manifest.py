@@ -5,6 +5,9 @@
     module: plugins.openai_compat     # imported by the runner; must implement register_node_types
     description: …
     limits: {timeout_s: 600, memory_mb: 1024}   # sandbox limits for the runner process hosting it
+    runner: shared                    # optional: which runner process hosts the package (see below)
+    sys_path: ..                      # optional: folder (relative to this file) put on the runner's
+                                      # sys.path before importing `module` (plugins not pip-installed)
     node_types:
       openai.chat:
         description: …
@@ -13,6 +16,11 @@
         config_schema: {JSON Schema}  # validated by the host when a workflow loads
         input_schema: {JSON Schema}   # validated by the runner before run()
         output_schema: {JSON Schema}  # validated by the runner after run()
+
+``runner`` groups packages into processes: packages with the same value share one plugin runner
+process (default ``shared``: every package in one process, which keeps flowbase's memory small). A
+package that needs isolation (heavy dependencies, a crash-prone native library, its own memory
+limit) names its own value, e.g. ``runner: ocr``; a crash then takes down only that group.
 
 Both the host (to validate workflows at load) and the runner (to validate inputs/outputs) read
 manifests through this module, so the format has one definition.
@@ -52,6 +60,8 @@ class Manifest(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
     node_types: dict[str, NodeTypeSpec]
     description: str = ""
     limits: Limits = msgspec.field(default_factory=Limits)
+    runner: str = "shared"
+    sys_path: str | None = None
     path: str = ""
 
 

@@ -4,12 +4,13 @@ host → runner:  Invoke (starts node run ``id``) · Cancel(id) · Ping(id) · S
 runner → host:  Hello (once, after loading) · Chunk(id, event)* → Result(id) | Failure(id) · Pong(id) · Log
 
 Every frame that belongs to a node run carries its ``id`` (chosen by the host, unique per runner
-connection). After ``Result`` or ``Failure`` the runner sends nothing more for that id.
+connection). Every Invoke ends with exactly one ``Result`` or ``Failure`` (a cancelled one with a
+Failure whose source is "cancelled"); after it the runner sends nothing more for that id.
 """
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -70,10 +71,14 @@ class Failure(msgspec.Struct, tag="failure", array_like=True):
     status: int
     message: str
     # "upstream" when a provider answered with an error (status/message are the provider's),
-    # "node" for errors in the node itself, "timeout" when the runner cancelled it.
+    # "node" for errors in the node itself, "timeout" when the runner cancelled it at its deadline,
+    # "cancelled" when the host sent Cancel for it.
     source: str
     spans: list[SpanRecord] = []
     retry_after: str | None = None
+    # FlowbaseError.code / .param (e.g. an upstream's "context_length_exceeded"), kept for the client.
+    code: str | None = None
+    param: str | None = None
 
 
 class Pong(msgspec.Struct, tag="pong", array_like=True):
@@ -85,5 +90,5 @@ class Log(msgspec.Struct, tag="log", array_like=True):
     message: str
 
 
-ToRunner = Union[Invoke, Cancel, Ping, Shutdown]
-ToHost = Union[Hello, Chunk, Result, Failure, Pong, Log]
+ToRunner = Invoke | Cancel | Ping | Shutdown
+ToHost = Hello | Chunk | Result | Failure | Pong | Log

@@ -1,0 +1,667 @@
+"""RunnerPool: the host's side of the plugin runner processes.
+
+    pool = RunnerPool(manifests)          # manifests from plugin_runner.manifest.load_manifests
+    await pool.start()                    # spawns the runners, waits for each Hello (RunnerStartError)
+    call = pool.call("mock.chat", node_id="answer", config={}, inputs={}, request=req,
+                     stream=True, timeout_s=30.0)
+    async for ev in call: ...             # StreamEvents as the runner's Chunk frames arrive
+    res = await call.result()             # protocol.Result, or raises a FlowbaseError with .spans
+    await pool.close()                    # bounded: Shutdown → wait → SIGTERM group → SIGKILL
+
+Processes: packages are grouped by their manifest's ``runner`` value (default "shared": one process
+for everything, which keeps memory small). Each runner is ``python -m plugin_runner --fd N`` on one
+end of a socketpair, in its own session (so its process group can be killed whole), stdin from
+/dev/null, stderr relayed verbatim to the host's stderr (the last ``STDERR_TAIL_BYTES`` are kept
+for start-up error messages). One reader task per runner dispatches frames to calls by id.
+
+Failures, as the caller sees them (every raised error has ``.spans: list[SpanRecord]``):
+- runner Failure → UpstreamError (source "upstream": status, message, retry_after, code kept),
+  NodeTimeout (kind "timeout"), InvalidRequest / NotFound by kind, else NodeError(status, kind).
+- runner death (EOF / exit) → every pending call gets RunnerCrashed("plugin runner (packages …)
+  exited with code N while running node '…'"); the runner is respawned at once. At most
+  ``restart_budget`` restarts per ``restart_window_s``; past that, calls for its packages fail
+  fast with RunnerCrashed saying so until the window has passed, then the next call respawns it.
+- host deadline: ``timeout_s + DEADLINE_GRACE_S`` after the Invoke went out, the call raises
+  NodeTimeout("node '…' exceeded its 2 s deadline and was cancelled") and a Cancel goes out; then
+  the runner is pinged and, without a Pong within ``PONG_TIMEOUT_S`` (a sync plugin is blocking
+  its loop), its process group is killed and it is respawned. ``timeout_s <= 0``: no deadline.
+- ``call.cancel()``: courtesy Cancel to the runner (the client went away); the call is finished.
+Log frames go to the ``flowbase.runner`` logger.
+
+The per-call path is a Future and a deque, no Queue or Task: ``call()`` writes the Invoke
+synchronously when the runner is up; drain() is awaited only above ``HIGH_WATER_BYTES``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from plugin_runner.framing import FrameError, FrameWriter, host_reader
+from plugin_runner.manifest import Manifest
+from plugin_runner.protocol import (
+    Cancel,
+    Chunk,
+    Failure,
+    Hello,
+    Invoke,
+    Log,
+    Ping,
+    Pong,
+    Result,
+    Shutdown,
+)
+from plugin_sdk.errors import (
+    FlowbaseError,
+    InvalidRequest,
+    NodeError,
+    NodeTimeout,
+    NotFound,
+    RunnerCrashed,
+    UpstreamError,
+)
+from plugin_sdk.node import SpanRecord
+from plugin_sdk.types import Request, StreamEvent
+
+log = logging.getLogger("flowbase.runner")
+
+# Seconds from spawn to Hello: the runner imports every plugin (provider SDKs take a while) and on
+# a loaded 2-core machine that can take several seconds; past this something is wrong.
+START_TIMEOUT_S = 30.0
+# Seconds the host waits past a node's deadline before acting itself: the runner's own timer
+# normally fires first and reports the timeout with the node's spans; the grace covers frame
+# latency on a busy machine so the two do not race.
+DEADLINE_GRACE_S = 0.5
+# Seconds a runner may take to answer a Ping after a missed deadline: a live event loop answers
+# in microseconds, so this much silence means a plugin is blocking the loop.
+PONG_TIMEOUT_S = 2.0
+# Seconds for a clean exit after Shutdown: the runner gives running nodes 2 s, then closes its
+# packages (1 s each at most).
+SHUTDOWN_WAIT_S = 5.0
+# Seconds between SIGTERM and SIGKILL of a runner's process group on close.
+TERM_WAIT_S = 2.0
+# Seconds to reap a runner whose socket closed, to report its exit code (normally immediate).
+EXIT_WAIT_S = 2.0
+# Seconds to let the stderr relay reach EOF so a start-up error message includes the last lines.
+STDERR_FLUSH_S = 1.0
+# Bytes queued in the socket transport above which writers await drain().
+HIGH_WATER_BYTES = 256 * 1024
+STDERR_TAIL_BYTES = 8192
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
+           "critical": logging.CRITICAL}
+
+
+class RunnerStartError(Exception):
+    """A runner did not start (a plugin failed to load, or it never said hello); the message
+    includes the runner's last stderr lines, which name the broken package and manifest."""
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "stopped"
+    if code < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _error(f: Failure) -> FlowbaseError:
+    exc: FlowbaseError
+    if f.source == "upstream":
+        exc = UpstreamError(f.message, status=f.status, kind=f.kind, retry_after=f.retry_after, code=f.code)
+        exc.param = f.param
+    elif f.kind == "timeout":
+        exc = NodeTimeout(f.message, status=f.status, code=f.code, param=f.param)
+    elif f.kind == "invalid_request":
+        exc = InvalidRequest(f.message, status=f.status, code=f.code, param=f.param)
+    elif f.kind == "not_found":
+        exc = NotFound(f.message, status=f.status, code=f.code, param=f.param)
+    else:
+        exc = NodeError(f.message, status=f.status, kind=f.kind, code=f.code, param=f.param)
+    return _with_spans(exc, f.spans)
+
+
+def _with_spans(exc: FlowbaseError, spans: list[SpanRecord]) -> FlowbaseError:
+    exc.spans = spans  # type: ignore[attr-defined]
+    return exc
+
+
+class Call:
+    """One node invocation. Iterate it for stream events (ends when the run ends), then await
+    ``result()``; or just await ``result()``. ``cancel()`` gives up on it."""
+
+    __slots__ = (
+        "_events",
+        "_exc",
+        "_group",
+        "_id",
+        "_invoke",
+        "_node_id",
+        "_proc",
+        "_result",
+        "_timeout_s",
+        "_timer",
+        "_waiter",
+    )
+
+    def __init__(self, group: _Group | None, invoke: Invoke) -> None:
+        self._group = group
+        self._proc: _Proc | None = None
+        self._id = 0
+        self._invoke: Invoke | None = invoke
+        self._timeout_s = invoke.timeout_s
+        self._node_id = invoke.node_id
+        self._events: deque[StreamEvent] = deque()
+        self._result: Result | None = None
+        self._exc: FlowbaseError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    # ---- caller side ---------------------------------------------------------------------
+
+    def __aiter__(self) -> Call:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        await self._ensure()
+        while True:
+            if self._events:
+                return self._events.popleft()
+            if self._done:
+                raise StopAsyncIteration
+            await self._wait()
+
+    async def result(self) -> Result:
+        await self._ensure()
+        while not self._done:
+            await self._wait()
+        if self._exc is not None:
+            raise self._exc
+        assert self._result is not None
+        return self._result
+
+    async def cancel(self) -> None:
+        if self._done:
+            return
+        self._send_cancel()
+        self._finish(exc=NodeError(f"node '{self._node_id}' was cancelled by the caller"))
+
+    # ---- internals -----------------------------------------------------------------------
+
+    @property
+    def _done(self) -> bool:
+        return self._result is not None or self._exc is not None
+
+    async def _ensure(self) -> None:
+        if self._invoke is not None and not self._done:
+            assert self._group is not None
+            try:
+                ready = await self._group.acquire()
+            except FlowbaseError as exc:
+                self._finish(exc=_with_spans(exc, []))
+                return
+            if self._invoke is not None and not self._done:
+                self._send(ready)
+        proc = self._proc
+        if proc is not None and proc.alive and proc.transport.get_write_buffer_size() > HIGH_WATER_BYTES:
+            await proc.writer.drain()
+
+    def _send(self, proc: _Proc) -> None:
+        inv = self._invoke
+        assert inv is not None
+        self._invoke = None
+        self._proc = proc
+        self._id = inv.id = proc.next_id()
+        proc.pending[inv.id] = self
+        proc.fw.write(inv)
+        if self._timeout_s > 0:
+            loop = proc.loop
+            self._timer = loop.call_at(loop.time() + self._timeout_s + DEADLINE_GRACE_S, self._expire)
+
+    async def _wait(self) -> None:
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _finish(self, result: Result | None = None, exc: FlowbaseError | None = None) -> None:
+        self._result, self._exc = result, exc
+        self._invoke = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._proc is not None:
+            self._proc.pending.pop(self._id, None)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _send_cancel(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.alive and self._id in proc.pending:
+            proc.fw.write(Cancel(self._id))
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._done:
+            return
+        self._send_cancel()
+        self._finish(exc=_with_spans(NodeTimeout(
+            f"node '{self._node_id}' exceeded its {self._timeout_s:g} s deadline and was cancelled"), []))
+        if self._proc is not None:
+            self._proc.suspect(self._node_id)
+
+    # ---- reader side ---------------------------------------------------------------------
+
+    def _on_event(self, ev: StreamEvent) -> None:
+        self._events.append(ev)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _Proc:
+    """One runner process, its connection and the calls in flight on it."""
+
+    def __init__(self, group: _Group, process: asyncio.subprocess.Process, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.group = group
+        self.process = process
+        self.pid = process.pid
+        self.loop = asyncio.get_running_loop()
+        self.writer = writer
+        self.transport = writer.transport
+        self.fw = FrameWriter(writer)
+        self.reader = host_reader(reader)
+        self.pending: dict[int, Call] = {}
+        self.pings: dict[int, asyncio.Future[None]] = {}
+        self.hello: asyncio.Future[Hello] = self.loop.create_future()
+        self.alive = True
+        self.ready = False
+        self.closing = False
+        self.exit_code: int | None = None
+        self._ids = 0
+        # Set while a missed deadline is being checked with a Ping; new calls wait for the verdict
+        # instead of queueing behind a loop that a sync plugin may be blocking.
+        self.verdict: asyncio.Future[None] | None = None
+        self.tail = bytearray()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._reader_task = self._spawn_task(self._read_loop())
+        self._relay_task = self._spawn_task(self._relay())
+        self._spawn_task(self._watch_exit())
+
+    def _spawn_task(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    # ---- background tasks ----------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                frame = await self.reader.read()
+                if isinstance(frame, Chunk):
+                    call = self.pending.get(frame.id)
+                    if call is not None:
+                        call._on_event(frame.event)
+                elif isinstance(frame, Result):
+                    call = self.pending.get(frame.id)
+                    if call is not None:
+                        call._finish(result=frame)
+                elif isinstance(frame, Failure):
+                    call = self.pending.get(frame.id)
+                    if call is not None:
+                        call._finish(exc=_error(frame))
+                elif isinstance(frame, Pong):
+                    fut = self.pings.pop(frame.id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(None)
+                elif isinstance(frame, Log):
+                    log.log(_LEVELS.get(frame.level, logging.WARNING), "[runner %s] %s", self.group.key, frame.message)
+                elif isinstance(frame, Hello) and not self.hello.done():
+                    self.ready = True
+                    self.hello.set_result(frame)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except FrameError as exc:
+            log.error("plugin runner (packages %s) sent a bad frame, killing it: %s", self.group.names, exc)
+            self.kill()
+        await self._died()
+
+    async def _relay(self) -> None:
+        stream = self.process.stderr
+        if stream is None:
+            return
+        decode = codecs.getincrementaldecoder("utf-8")("replace").decode
+        while chunk := await stream.read(65536):
+            self.tail += chunk
+            if len(self.tail) > STDERR_TAIL_BYTES:
+                del self.tail[:-STDERR_TAIL_BYTES]
+            text = decode(chunk)
+            if text:
+                with contextlib.suppress(Exception):
+                    sys.stderr.write(text)
+                    sys.stderr.flush()
+
+    async def _watch_exit(self) -> None:
+        # A process that exits while something else holds the socket open still counts as dead.
+        await self.process.wait()
+        self.transport.close()
+
+    async def _died(self) -> None:
+        was_ready = self.hello.done()
+        self.alive = False
+        self.ready = False
+        self.group.lost(self, was_ready)
+        self._settle_verdict()
+        try:
+            code: int | None = await asyncio.wait_for(self.process.wait(), EXIT_WAIT_S)
+        except TimeoutError:
+            self.kill()
+            code = await self.process.wait()
+        self.exit_code = code
+        # Leftover children of the plugins (same process group) die with their runner.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGTERM)
+        self.transport.close()
+        for fut in self.pings.values():
+            fut.cancel()
+        self.pings.clear()
+        if not self.hello.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._relay_task), STDERR_FLUSH_S)
+            self.hello.set_exception(RunnerStartError(
+                f"plugin runner (packages {self.group.names}) {_exit_text(code)} before it was ready{self.stderr_tail()}"))
+            self.hello.exception()  # retrieved here so an unawaited start leaves no warning
+        for call in list(self.pending.values()):
+            if self.closing:
+                msg = f"plugin runner (packages {self.group.names}) was shut down while running node '{call._node_id}'"
+            else:
+                msg = (f"plugin runner (packages {self.group.names}) {_exit_text(code)} "
+                       f"while running node '{call._node_id}'")
+            call._finish(exc=_with_spans(RunnerCrashed(msg), []))
+        self.pending.clear()
+        if not self.closing:
+            log.error("plugin runner (packages %s, pid %d) %s", self.group.names, self.pid, _exit_text(code))
+
+    def stderr_tail(self) -> str:
+        if not self.tail:
+            return ""
+        return "\n--- runner stderr (last lines) ---\n" + self.tail.decode("utf-8", "replace").rstrip()
+
+    # ---- control -------------------------------------------------------------------------
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    def suspect(self, node_id: str) -> None:
+        """A node overran its deadline: make sure the runner's loop still answers."""
+        if self.alive and self.verdict is None:
+            self.ready = False
+            self.verdict = self.loop.create_future()
+            self._spawn_task(self._health(node_id))
+
+    def _settle_verdict(self) -> None:
+        verdict, self.verdict = self.verdict, None
+        if verdict is not None and not verdict.done():
+            verdict.set_result(None)
+
+    async def _health(self, node_id: str) -> None:
+        ping_id = self.next_id()
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self.pings[ping_id] = fut
+        try:
+            self.fw.write(Ping(ping_id))
+            await asyncio.wait_for(fut, PONG_TIMEOUT_S)
+        except TimeoutError:
+            if self.alive:
+                log.warning("plugin runner (packages %s, pid %d) did not answer a ping within %g s after node '%s' "
+                            "missed its deadline (a plugin blocks its event loop); killing it",
+                            self.group.names, self.pid, PONG_TIMEOUT_S, node_id)
+                # The verdict settles when the reader sees it die, after the group started a new
+                # process, so waiting calls go there.
+                self.kill()
+                return
+        except asyncio.CancelledError:
+            return  # the runner died meanwhile; _died settled the verdict
+        finally:
+            self.pings.pop(ping_id, None)
+        self.ready = self.alive
+        self._settle_verdict()
+
+    async def shutdown(self) -> None:
+        """Bounded: Shutdown frame → wait → SIGTERM process group → wait → SIGKILL."""
+        self.closing = True
+        if self.alive:
+            with contextlib.suppress(Exception):
+                self.fw.write(Shutdown())
+        try:
+            await asyncio.wait_for(self.process.wait(), SHUTDOWN_WAIT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), TERM_WAIT_S)
+            except TimeoutError:
+                self.kill()
+                await self.process.wait()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=EXIT_WAIT_S + STDERR_FLUSH_S)
+        for t in list(self.tasks):
+            t.cancel()
+
+
+class _Group:
+    """The packages one runner process hosts, across restarts of that process."""
+
+    def __init__(self, pool: RunnerPool, key: str, manifests: list[Manifest]) -> None:
+        self.pool = pool
+        self.key = key
+        self.manifests = manifests
+        self.names = ", ".join(m.id for m in manifests)
+        self.proc: _Proc | None = None
+        self.starting: asyncio.Task[_Proc] | None = None
+        self.restarts: deque[float] = deque()  # loop times of restarts within the window
+        self.crashes: deque[float] = deque()  # loop times of crashes within the window (for messages)
+        self.node_types: set[str] = set()
+
+    def lost(self, proc: _Proc, was_ready: bool) -> None:
+        """``proc`` died: respawn it now, if the budget allows and we are not closing. A runner
+        that dies before its Hello is the start path's business (it raises RunnerStartError)."""
+        if self.proc is proc:
+            self.proc = None
+        if proc.closing or self.pool.closing or not was_ready:
+            return
+        self.crashes.append(asyncio.get_running_loop().time())
+        if self.starting is not None:
+            return
+        if self._take_restart():
+            self.starting = self._start_task(log_failure=True)
+        else:
+            log.error("%s", self._blocked_message())
+
+    def _blocked_message(self) -> str:
+        window = self.pool.restart_window_s
+        if not self.restarts:
+            return (f"plugin runner (packages {self.names}) crashed and restarts are disabled "
+                    "(restart_budget=0)")
+        wait_s = max(self.restarts[0] + window - asyncio.get_running_loop().time(), 0.0)
+        return (f"plugin runner (packages {self.names}) crashed {len(self.crashes)} times within {window:g} s; "
+                f"not restarting it for another {wait_s:.0f} s")
+
+    def _take_restart(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        window = self.pool.restart_window_s
+        for times in (self.restarts, self.crashes):
+            while times and now - times[0] >= window:
+                times.popleft()
+        if len(self.restarts) >= self.pool.restart_budget:
+            return False
+        self.restarts.append(now)
+        return True
+
+    def _start_task(self, *, log_failure: bool = False) -> asyncio.Task[_Proc]:
+        task = asyncio.get_running_loop().create_task(self._spawn())
+
+        def done(t: asyncio.Task[_Proc]) -> None:
+            if self.starting is t:
+                self.starting = None
+            # Always retrieve the exception; log it when no caller may be waiting to report it.
+            exc = None if t.cancelled() else t.exception()
+            if exc is not None and log_failure:
+                log.error("%s", exc)
+
+        task.add_done_callback(done)
+        return task
+
+    async def acquire(self) -> _Proc:
+        proc = self.proc
+        if proc is not None and proc.ready:
+            return proc
+        while proc is not None and proc.verdict is not None:
+            await asyncio.shield(proc.verdict)
+            proc = self.proc
+            if proc is not None and proc.ready:
+                return proc
+        if self.pool.closing:
+            raise RunnerCrashed(f"plugin runner (packages {self.names}) is shut down")
+        if self.starting is None:
+            if self.pool.started and not self._take_restart():
+                raise RunnerCrashed(self._blocked_message())
+            self.starting = self._start_task()
+        try:
+            return await asyncio.shield(self.starting)
+        except RunnerStartError as exc:
+            raise RunnerCrashed(f"plugin runner (packages {self.names}) could not be restarted: {exc}") from exc
+
+    async def _spawn(self) -> _Proc:
+        host_sock, child_sock = socket.socketpair()
+        fd = child_sock.fileno()
+        cmd = [sys.executable, "-m", "plugin_runner", "--fd", str(fd)]
+        for d in self.pool.manifest_dirs:
+            cmd += ["--manifests", str(d)]
+        cmd += ["--packages", ",".join(m.id for m in self.manifests)]
+        env = dict(os.environ)
+        # Fewer malloc arenas: less virtual memory (RLIMIT_AS counts it) and less fragmentation.
+        env.setdefault("MALLOC_ARENA_MAX", "2")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *cmd, pass_fds=[fd], start_new_session=True, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        except BaseException:
+            host_sock.close()
+            raise
+        finally:
+            child_sock.close()
+        proc: _Proc | None = None
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=host_sock)
+            proc = _Proc(self, process, reader, writer)
+            hello = await asyncio.wait_for(asyncio.shield(proc.hello), START_TIMEOUT_S)
+        except TimeoutError:
+            assert proc is not None
+            proc.closing = True
+            proc.kill()
+            await asyncio.wait({*proc.tasks}, timeout=EXIT_WAIT_S + STDERR_FLUSH_S)
+            raise RunnerStartError(f"plugin runner (packages {self.names}) did not report ready within "
+                                   f"{START_TIMEOUT_S:g} s{proc.stderr_tail()}") from None
+        except BaseException:
+            if proc is not None:
+                proc.closing = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            raise
+        self.node_types = {t.name for t in hello.node_types}
+        self.proc = proc
+        log.info("plugin runner (packages %s) ready, pid %d, %d node type(s)", self.names, hello.pid,
+                 len(self.node_types))
+        return proc
+
+
+class RunnerPool:
+    def __init__(self, manifests: list[Manifest], *, manifest_dirs: list[Path] | None = None,
+                 restart_budget: int = 5, restart_window_s: float = 60.0) -> None:
+        self.restart_budget = restart_budget
+        self.restart_window_s = restart_window_s
+        self.closing = False
+        self.started = False
+        if manifest_dirs is None:
+            unplaced = [m.id for m in manifests if not m.path]
+            if unplaced:
+                raise ValueError(f"manifests {unplaced} have no file path; pass manifest_dirs")
+            manifest_dirs = list(dict.fromkeys(Path(m.path).resolve().parent for m in manifests))
+        self.manifest_dirs = [Path(d).resolve() for d in manifest_dirs]
+        by_key: dict[str, list[Manifest]] = {}
+        for m in manifests:
+            by_key.setdefault(m.runner, []).append(m)
+        self._groups = [_Group(self, key, ms) for key, ms in by_key.items()]
+        self._by_type: dict[str, _Group] = {}
+        for g in self._groups:
+            for m in g.manifests:
+                for name in m.node_types:
+                    self._by_type[name] = g
+
+    async def start(self) -> None:
+        """Spawn every runner and wait for its Hello; RunnerStartError (naming the broken
+        package's manifest via the runner's stderr) if any fails."""
+        tasks = [g._start_task() for g in self._groups]
+        for g, t in zip(self._groups, tasks, strict=True):
+            g.starting = t
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self.close()
+            raise errors[0]
+        self.started = True
+
+    async def close(self) -> None:
+        self.closing = True
+        for g in self._groups:
+            if g.starting is not None:
+                g.starting.cancel()
+                with contextlib.suppress(BaseException):
+                    await g.starting
+        procs = [g.proc for g in self._groups if g.proc is not None]
+        await asyncio.gather(*(p.shutdown() for p in procs))
+
+    def node_types(self) -> set[str]:
+        return {n for g in self._groups for n in g.node_types}
+
+    def processes(self) -> dict[str, int]:
+        """Runner group → pid of its live process."""
+        return {g.key: g.proc.pid for g in self._groups if g.proc is not None and g.proc.alive}
+
+    def call(self, node_type: str, *, node_id: str, config: dict[str, Any], inputs: dict[str, Any],
+             request: Request | None, stream: bool, timeout_s: float) -> Call:
+        group = self._by_type.get(node_type)
+        inv = Invoke(0, node_type, node_id, config, inputs, request, stream, timeout_s)
+        call = Call(group, inv)
+        if group is None:
+            call._finish(exc=_with_spans(NodeError(f"node '{node_id}': no plugin provides node type '{node_type}'"),
+                                         []))
+            return call
+        proc = group.proc
+        if proc is not None and proc.ready:
+            call._send(proc)
+        return call
