@@ -1,0 +1,90 @@
+// Workflows (#/workflows, #/workflows/<name>): what this host serves right now (models, their node
+// graphs), workflow files that failed to load, and one workflow's version history and source.
+
+import { get, listOf, seg } from "../lib/api.js";
+import { h, mount, link, route, fmtTime, fmtAgo, headRow, errorBox, empty } from "../lib/dom.js";
+
+export async function workflowsView(el) {
+  const head = h("div", { class: "view-head" }, h("h1", {}, "Workflows"), h("span", { class: "muted" }, "published models served by this host"));
+  mount(el, head, empty("loading…"));
+  let pub;
+  try {
+    pub = await get("/published");
+  } catch (err) {
+    mount(el, head, errorBox(err.message));
+    return null;
+  }
+  const errors = pub.errors || [];
+  const models = pub.models || [];
+  mount(el, head,
+    errors.length ? h("section", { class: "load-errors", role: "alert" },
+      h("h2", {}, `${errors.length} workflow file${errors.length === 1 ? "" : "s"} failed to load`),
+      h("ul", {}, errors.map((e) => h("li", {}, h("code", {}, e.path), h("pre", { class: "error-text" }, e.error))))) : null,
+    models.length ? h("div", { class: "cards" }, models.map(modelCard)) : empty("No models are published."));
+  return null;
+}
+
+function modelCard(m) {
+  return h("section", { class: "panel card" },
+    h("div", { class: "card-head" },
+      h("h2", { class: "mono" }, m.model),
+      h("span", { class: "muted" }, "workflow ", link(`#/workflows/${encodeURIComponent(m.workflow)}`, m.workflow), ` v${m.version}`)),
+    m.description ? h("p", { class: "description" }, m.description) : null,
+    m.path ? h("div", { class: "muted small mono" }, m.path) : null,
+    nodesTable(m.nodes || [], m.output),
+    h("div", { class: "card-links" }, link(route("#/runs", { model: m.model }), "runs"), " · ", link(route("#/stats", {}), "stats")));
+}
+
+function nodesTable(nodes, output) {
+  const outputs = new Set(Array.isArray(output) ? output : output ? [output] : []);
+  return h("table", { class: "grid nodes" },
+    headRow(["node", "type", "after", "provider / model"]),
+    h("tbody", {}, nodes.map((n) => h("tr", {},
+      h("td", { class: "mono" }, n.id, outputs.has(n.id) ? h("span", { class: "badge subtle", title: "its output is the answer" }, "answer") : null),
+      h("td", {}, n.type),
+      h("td", { class: "mono" }, (n.deps || []).join(", ")),
+      h("td", {}, [n.provider, n.model].filter(Boolean).join(" / "))))));
+}
+
+export async function workflowDetailView(el, params, name) {
+  const head = h("div", { class: "view-head" }, h("h1", {}, "Workflow ", h("span", { class: "mono" }, name)), link("#/workflows", "« all workflows"));
+  mount(el, head, empty("loading…"));
+  const [current, versions] = await Promise.allSettled([get(`/workflows/${seg(name)}`), get(`/workflows/${seg(name)}/versions`)]);
+  const versionList = versions.status === "fulfilled" ? listOf(versions.value, "versions") : [];
+  const wanted = params.get("version");
+  const shown = wanted ? versionList.find((v) => String(v.version) === wanted) : null;
+  const cur = current.status === "fulfilled" ? current.value : null;
+  const source = shown ? sourceOf(shown) : cur && sourceOf(cur);
+  mount(el, head,
+    h("div", { class: "run-layout" },
+      h("section", { class: "panel run-main" },
+        h("h2", {}, shown ? `Source of version ${shown.version}` : "Current source",
+          cur && cur.version !== undefined && !shown ? h("span", { class: "muted" }, ` (v${cur.version})`) : null),
+        current.status === "rejected" && !shown ? errorBox(current.reason.message) : null,
+        source ? h("pre", { class: "source" }, source) : (shown ? empty("This version's source is not in the history listing.") : null)),
+      h("section", { class: "panel" }, h("h2", {}, "Versions"),
+        versions.status === "rejected" ? errorBox(versions.reason.message)
+          : versionList.length ? versionsTable(name, versionList, shown) : empty("No versions recorded."))));
+  return null;
+}
+
+// The source text may be served as `source`, `source_text`, `text` or `yaml`; a bare string is the source itself.
+function sourceOf(v) {
+  if (typeof v === "string") return v;
+  return v && (v.source ?? v.source_text ?? v.text ?? v.yaml ?? null);
+}
+
+function versionsTable(name, versions, shown) {
+  const sorted = [...versions].sort((a, b) => (b.version ?? 0) - (a.version ?? 0));
+  return h("table", { class: "grid" },
+    headRow(["version", "model", "saved", "digest"]),
+    h("tbody", {}, sorted.map((v) => {
+      const at = v.created_at ?? v.saved_at ?? v.published_at;
+      return h("tr", { class: shown && shown.version === v.version ? "selected" : "" },
+        h("td", {}, sourceOf(v) ? link(route(`#/workflows/${encodeURIComponent(name)}`, { version: v.version }), `v${v.version}`) : `v${v.version}`,
+          v.current || v.is_current ? h("span", { class: "badge subtle" }, "current") : null),
+        h("td", { class: "mono" }, v.model ?? ""),
+        h("td", { title: at || "" }, fmtTime(at), h("div", { class: "muted small" }, fmtAgo(at))),
+        h("td", { class: "mono small" }, (v.digest ?? v.hash ?? v.sha256 ?? "").slice(0, 12)));
+    })));
+}
