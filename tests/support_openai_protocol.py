@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import msgspec
 import openai
+import pytest
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 # FLOWBASE_UPDATE_GOLDEN=1 rewrites the expected sections of golden files from the current code
@@ -95,19 +96,14 @@ def sdk_client(body: bytes, *, status: int = 200, content_type: str = "applicati
 
 
 def captured_body(call: Callable[[openai.OpenAI], Any]) -> bytes:
-    """The request body the official SDK sends for ``call(client)`` (answered with an empty 200)."""
+    """The request body the official SDK sends for ``call(client)`` (answered with a 400, which
+    the SDK raises as BadRequestError, so no answer needs to be made up)."""
     seen: list[httpx2.Request] = []
-    client = sdk_client(b"{}", seen=seen)
-    try:
+    client = sdk_client(b'{"error": {"message": "captured", "type": "invalid_request_error"}}', status=400, seen=seen)
+    with pytest.raises(openai.BadRequestError):
         call(client)
-    except Exception:  # noqa: BLE001 - only the request matters; the fake answer may not parse
-        pass
-    assert seen, "the SDK sent no request"
+    assert len(seen) == 1, "the SDK sent exactly one request"
     return seen[0].read()
-
-
-def sse_lines(events: list[bytes]) -> Iterator[bytes]:
-    yield from events
 
 
 # ---- golden runner ------------------------------------------------------------------------------

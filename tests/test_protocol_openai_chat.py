@@ -140,12 +140,12 @@ def test_mid_stream_error_chunk_raises_api_error_in_the_sdk_with_our_message() -
     data = enc.event(StreamStart("r", "m")) + enc.event(BlockStart(0, TextPart(""))) + enc.event(
         BlockDelta(0, text="Part")) + enc.error(UpstreamError("upstream said no", status=500))
     client = sdk_client(data, content_type=SSE)
-    seen = []
+    stream = client.chat.completions.create(model="wf", messages=[{"role": "user", "content": "x"}], stream=True)
+    text = ""
     with pytest.raises(openai.APIError, match="upstream said no"):
-        for chunk in client.chat.completions.create(model="wf", messages=[{"role": "user", "content": "x"}],
-                                                    stream=True):
-            seen.append(chunk)
-    assert "".join(c.choices[0].delta.content or "" for c in seen) == "Part"
+        for chunk in stream:
+            text += chunk.choices[0].delta.content or ""
+    assert text == "Part"
 
 
 def test_rate_limit_error_reaches_the_sdk_as_rate_limit_error_with_retry_after() -> None:
