@@ -93,7 +93,7 @@ export function runsTable(runs, { showSession = true } = {}) {
 function runRow(r, showSession) {
   const u = r.usage || {};
   const href = `#/runs/${encodeURIComponent(r.id)}`;
-  const row = h("tr", { class: `clickable status-row-${r.status}` },
+  const row = h("tr", { class: `clickable status-row-${r.status}`, dataset: { runId: r.id } },
     h("td", {}, statusBadge(r.status)),
     h("td", { class: "mono id-cell" }, link(href, r.id)),
     h("td", {}, r.model),

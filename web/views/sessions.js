@@ -68,22 +68,24 @@ export async function sessionDetailView(el, params, id) {
     return null;
   }
   const replay = new Replay(runs, Math.min(Math.max(Number(params.get("step") || 1), 1), runs.length) - 1, id);
+  replay.table = runsTable(runs, { showSession: false });
   mount(el, head,
     h("div", { class: "muted view-note" }, `${runs.length} run${runs.length === 1 ? "" : "s"}, `,
       link(route("#/runs", { session_id: id }), "show in runs list")),
     replay.el,
-    h("section", { class: "panel" }, h("h2", {}, "All runs in this session"), runsTable(runs, { showSession: false })));
+    h("section", { class: "panel" }, h("h2", {}, "All runs in this session"), replay.table));
   await replay.show(replay.index);
   return () => replay.stop();
 }
 
-/** Steps through a session's runs one at a time, fetching each run's trace on demand. */
+/** Steps through a session's runs one at a time (fetching a run's trace if the listing lacks it). */
 class Replay {
   constructor(runs, index, sessionId) {
     this.runs = runs;
     this.index = index;
     this.sessionId = sessionId;
     this.details = new Map();
+    this.table = null; // the session's runs table; the current step's row is highlighted
     this.timer = null;
     this.body = h("div", { class: "replay-body" });
     this.counter = h("span", { class: "step-counter" });
@@ -105,8 +107,10 @@ class Replay {
     document.addEventListener("keydown", this.onKey);
   }
 
+  /** The run with its spans: the session listing usually carries them; else fetch the run once. */
   async detail(i) {
     const run = this.runs[i];
+    if (Array.isArray(run.spans)) return run;
     if (!this.details.has(run.id)) this.details.set(run.id, get(`/runs/${seg(run.id)}`));
     return this.details.get(run.id);
   }
@@ -117,6 +121,7 @@ class Replay {
     this.counter.textContent = `run ${i + 1} of ${this.runs.length}`;
     history.replaceState(null, "", route(`#/sessions/${encodeURIComponent(this.sessionId)}`, { step: i + 1 }));
     const run = this.runs[i];
+    for (const tr of this.table ? this.table.querySelectorAll("tbody tr") : []) tr.classList.toggle("selected", tr.dataset.runId === run.id);
     mount(this.body, empty("loading run…"));
     let current, previous;
     try {

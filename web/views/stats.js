@@ -1,58 +1,79 @@
-// Stats (#/stats): per model and workflow — runs, errors, tokens, cost, latency percentiles.
+// Stats (#/stats): GET /api/stats → {since, total, models: [{model, …}], workflows: [{workflow, …}]},
+// each group {runs, errors, usage{…tokens}, cost_usd, p50_ms, p95_ms}. Shown as headline totals
+// and one table per grouping.
 
-import { get, listOf } from "../lib/api.js";
-import { h, mount, link, route, fmtDuration, fmtInt, fmtCost, headRow, errorBox, empty } from "../lib/dom.js";
+import { get } from "../lib/api.js";
+import { h, mount, link, route, fmtTime, fmtDuration, fmtInt, fmtCost, headRow, errorBox, empty } from "../lib/dom.js";
 
 export async function statsView(el) {
   const head = h("div", { class: "view-head" }, h("h1", {}, "Stats"));
   mount(el, head, empty("loading…"));
-  let rows;
+  let stats;
   try {
-    rows = listOf(await get("/stats"), "models");
+    stats = await get("/stats");
   } catch (err) {
     mount(el, head, errorBox(err.message));
     return null;
   }
-  if (!rows.length) {
+  const total = stats.total || {};
+  if (!total.runs) {
     mount(el, head, empty("No runs recorded yet."));
     return null;
   }
-  const flat = rows.map(flatten);
-  const maxCost = Math.max(...flat.map((r) => r.cost_usd || 0));
+  if (stats.since) head.append(h("span", { class: "muted" }, `since ${fmtTime(stats.since)}`));
   mount(el, head,
-    h("section", { class: "panel" },
-      h("table", { class: "grid stats" },
-        headRow(["model", "workflow", ...["runs", "errors", "error rate", "tokens in", "tokens out", "cache read", "reasoning",
-          "cost", "p50", "p95"].map((c) => [c, "num"])]),
-        h("tbody", {}, flat.map((r) => h("tr", {},
-          h("td", { class: "mono" }, r.model ? link(route("#/runs", { model: r.model }), r.model) : "—"),
-          h("td", {}, r.workflow ? link(`#/workflows/${encodeURIComponent(r.workflow)}`, r.workflow) : "—"),
-          h("td", { class: "num" }, fmtInt(r.runs)),
-          h("td", { class: "num" }, r.errors ? link(route("#/runs", { model: r.model, status: "error" }), fmtInt(r.errors)) : "0"),
-          h("td", { class: "num" }, r.runs ? `${((100 * (r.errors || 0)) / r.runs).toFixed(1)}%` : "—"),
-          h("td", { class: "num" }, fmtInt(r.input_tokens)),
-          h("td", { class: "num" }, fmtInt(r.output_tokens)),
-          h("td", { class: "num" }, fmtInt(r.cache_read_tokens)),
-          h("td", { class: "num" }, fmtInt(r.reasoning_tokens)),
-          h("td", { class: "num" }, costBar(r.cost_usd, maxCost), fmtCost(r.cost_usd)),
-          h("td", { class: "num" }, fmtDuration(r.p50_ms)),
-          h("td", { class: "num" }, fmtDuration(r.p95_ms))))))));
+    headline(total),
+    h("section", { class: "panel" }, h("h2", {}, "By model"),
+      groupTable("model", stats.models || [], (name) => link(route("#/runs", { model: name }), name),
+        (name) => route("#/runs", { model: name, status: "error" }))),
+    h("section", { class: "panel" }, h("h2", {}, "By workflow"),
+      groupTable("workflow", stats.workflows || [], (name) => link(`#/workflows/${encodeURIComponent(name)}`, name),
+        (name) => route("#/runs", { workflow: name, status: "error" }))));
   return null;
 }
 
-// Token counts may come at the top level or inside `usage`; latency as p50_ms or latency_ms.p50.
-function flatten(r) {
-  const u = r.usage || {};
-  const lat = r.latency_ms || r.latency || {};
-  const pick = (k) => r[k] ?? u[k] ?? 0;
-  return {
-    model: r.model, workflow: r.workflow, runs: r.runs ?? r.count ?? 0, errors: r.errors ?? r.error_count ?? 0,
-    input_tokens: pick("input_tokens"), output_tokens: pick("output_tokens"),
-    cache_read_tokens: pick("cache_read_tokens"), reasoning_tokens: pick("reasoning_tokens"),
-    cost_usd: r.cost_usd ?? null, p50_ms: r.p50_ms ?? lat.p50 ?? null, p95_ms: r.p95_ms ?? lat.p95 ?? null,
-  };
+function headline(t) {
+  const u = t.usage || {};
+  const card = (label, value) => h("div", { class: "field" }, h("div", { class: "field-label" }, label), h("div", { class: "field-value big" }, value));
+  return h("div", { class: "summary" },
+    card("runs", fmtInt(t.runs)),
+    card("errors", `${fmtInt(t.errors || 0)} (${errorRate(t)})`),
+    card("tokens in", fmtInt(u.input_tokens || 0)),
+    card("tokens out", fmtInt(u.output_tokens || 0)),
+    card("cost", fmtCost(t.cost_usd)),
+    card("latency p50", fmtDuration(t.p50_ms)),
+    card("latency p95", fmtDuration(t.p95_ms)));
 }
 
+function errorRate(g) {
+  return g.runs ? `${((100 * (g.errors || 0)) / g.runs).toFixed(1)}%` : "—";
+}
+
+function groupTable(key, rows, nameCell, errorsHref) {
+  if (!rows.length) return empty("No runs.");
+  const maxCost = Math.max(...rows.map((r) => r.cost_usd || 0));
+  return h("table", { class: "grid stats" },
+    headRow([key, ...["runs", "errors", "error rate", "tokens in", "tokens out", "cache read", "reasoning", "cost", "p50", "p95"]
+      .map((c) => [c, "num"])]),
+    h("tbody", {}, rows.map((r) => {
+      const u = r.usage || {};
+      const name = r[key];
+      return h("tr", {},
+        h("td", { class: "mono" }, name ? nameCell(name) : "—"),
+        h("td", { class: "num" }, fmtInt(r.runs)),
+        h("td", { class: "num" }, r.errors ? link(errorsHref(name), fmtInt(r.errors)) : "0"),
+        h("td", { class: "num" }, errorRate(r)),
+        h("td", { class: "num" }, fmtInt(u.input_tokens || 0)),
+        h("td", { class: "num" }, fmtInt(u.output_tokens || 0)),
+        h("td", { class: "num" }, fmtInt(u.cache_read_tokens || 0)),
+        h("td", { class: "num" }, fmtInt(u.reasoning_tokens || 0)),
+        h("td", { class: "num" }, costBar(r.cost_usd, maxCost), fmtCost(r.cost_usd)),
+        h("td", { class: "num" }, fmtDuration(r.p50_ms)),
+        h("td", { class: "num" }, fmtDuration(r.p95_ms)));
+    })));
+}
+
+/** A bar proportional to this row's share of the largest cost (60 px at most). */
 function costBar(cost, max) {
   if (!cost || !max) return null;
   return h("span", { class: "cost-bar", style: { width: `${Math.max(2, (cost / max) * 60)}px` } });
