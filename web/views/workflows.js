@@ -49,22 +49,29 @@ function nodesTable(nodes, output) {
 export async function workflowDetailView(el, params, name) {
   const head = h("div", { class: "view-head" }, h("h1", {}, "Workflow ", h("span", { class: "mono" }, name)), link("#/workflows", "« all workflows"));
   mount(el, head, empty("loading…"));
-  const [current, versions] = await Promise.allSettled([get(`/workflows/${seg(name)}`), get(`/workflows/${seg(name)}/versions`)]);
-  const versionList = versions.status === "fulfilled" ? listOf(versions.value, "versions") : [];
   const wanted = params.get("version");
-  const shown = wanted ? versionList.find((v) => String(v.version) === wanted) : null;
+  // The current workflow (with its source), its version list, and — when one is picked — that version's source.
+  const [current, versions, picked] = await Promise.allSettled([
+    get(`/workflows/${seg(name)}`), get(`/workflows/${seg(name)}/versions`),
+    wanted ? get(`/workflows/${seg(name)}/versions/${seg(wanted)}`) : Promise.resolve(null)]);
+  const versionList = versions.status === "fulfilled" ? listOf(versions.value, "versions") : [];
   const cur = current.status === "fulfilled" ? current.value : null;
-  const source = shown ? sourceOf(shown) : cur && sourceOf(cur);
+  const curVersion = cur ? (cur.current_version ?? cur.version) : undefined;
+  const shown = wanted ? (picked.status === "fulfilled" ? picked.value : null) : cur;
+  const failure = wanted ? (picked.status === "rejected" ? picked.reason : null) : (current.status === "rejected" ? current.reason : null);
+  const source = shown && sourceOf(shown);
   mount(el, head,
+    cur && cur.model ? h("div", { class: "muted view-note" }, "published as ", link(route("#/runs", { model: cur.model }), cur.model)) : null,
     h("div", { class: "run-layout" },
       h("section", { class: "panel run-main" },
-        h("h2", {}, shown ? `Source of version ${shown.version}` : "Current source",
-          cur && cur.version !== undefined && !shown ? h("span", { class: "muted" }, ` (v${cur.version})`) : null),
-        current.status === "rejected" && !shown ? errorBox(current.reason.message) : null,
-        source ? h("pre", { class: "source" }, source) : (shown ? empty("This version's source is not in the history listing.") : null)),
+        h("h2", {}, wanted ? `Source of version ${wanted}` : "Current source",
+          !wanted && curVersion !== undefined ? h("span", { class: "muted" }, ` (v${curVersion})`) : null),
+        failure ? errorBox(failure.message) : null,
+        source ? h("pre", { class: "source" }, source) : (failure ? null : empty("No source recorded."))),
       h("section", { class: "panel" }, h("h2", {}, "Versions"),
         versions.status === "rejected" ? errorBox(versions.reason.message)
-          : versionList.length ? versionsTable(name, versionList, shown) : empty("No versions recorded."))));
+          : versionList.length ? versionsTable(name, versionList, wanted ?? (curVersion === undefined ? null : String(curVersion)), curVersion)
+            : empty("No versions recorded."))));
   return null;
 }
 
@@ -74,17 +81,16 @@ function sourceOf(v) {
   return v && (v.source ?? v.source_text ?? v.text ?? v.yaml ?? null);
 }
 
-function versionsTable(name, versions, shown) {
+function versionsTable(name, versions, shownVersion, currentVersion) {
   const sorted = [...versions].sort((a, b) => (b.version ?? 0) - (a.version ?? 0));
   return h("table", { class: "grid" },
-    headRow(["version", "model", "saved", "digest"]),
+    headRow(["version", "saved", "digest"]),
     h("tbody", {}, sorted.map((v) => {
-      const at = v.created_at ?? v.saved_at ?? v.published_at;
-      return h("tr", { class: shown && shown.version === v.version ? "selected" : "" },
-        h("td", {}, sourceOf(v) ? link(route(`#/workflows/${encodeURIComponent(name)}`, { version: v.version }), `v${v.version}`) : `v${v.version}`,
-          v.current || v.is_current ? h("span", { class: "badge subtle" }, "current") : null),
-        h("td", { class: "mono" }, v.model ?? ""),
+      const at = v.created_at ?? v.saved_at;
+      return h("tr", { class: String(v.version) === shownVersion ? "selected" : "" },
+        h("td", {}, link(route(`#/workflows/${encodeURIComponent(name)}`, { version: v.version }), `v${v.version}`),
+          v.version === currentVersion ? h("span", { class: "badge subtle" }, "current") : null),
         h("td", { title: at || "" }, fmtTime(at), h("div", { class: "muted small" }, fmtAgo(at))),
-        h("td", { class: "mono small" }, (v.digest ?? v.hash ?? v.sha256 ?? "").slice(0, 12)));
+        h("td", { class: "mono small", title: v.digest || "" }, (v.digest ?? "").slice(0, 12)));
     })));
 }
