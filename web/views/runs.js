@@ -1,5 +1,5 @@
 // Runs view (#/runs): the newest runs first, filtered by model / status / session / workflow,
-// paged with a `before` cursor (the last run id shown), optionally refreshed every few seconds.
+// paged with the API's `next` cursor (passed back as `before`), optionally refreshed every few seconds.
 
 import { get, listOf } from "../lib/api.js";
 import { h, mount, link, route, fmtTime, fmtAgo, fmtDuration, fmtInt, fmtCost, statusBadge, clip, headRow, errorBox, empty } from "../lib/dom.js";
@@ -60,12 +60,15 @@ export async function runsView(el, params) {
   let stopped = false;
   async function load() {
     try {
-      const runs = listOf(await get("/runs", { ...filters, limit: PAGE_SIZE, before }), "runs");
+      const body = await get("/runs", { ...filters, limit: PAGE_SIZE, before });
       if (stopped) return;
+      const runs = listOf(body, "runs");
+      // The API names the next page's cursor; without it, a full page means there may be more.
+      const next = body && "next" in body ? body.next : (runs.length >= PAGE_SIZE ? runs[runs.length - 1].id : null);
       mount(tableBox, runs.length ? runsTable(runs) : empty(before ? "No older runs." : "No runs yet — call a published model on /v1 and it shows up here."));
       mount(pager,
         before ? link(route("#/runs", filters), "« newest") : null,
-        runs.length >= PAGE_SIZE ? link(route("#/runs", { ...filters, before: runs[runs.length - 1].id }), "older »") : null);
+        next ? link(route("#/runs", { ...filters, before: next }), "older »") : null);
       refreshed.textContent = `updated ${new Date().toLocaleTimeString()}`;
     } catch (err) {
       if (!stopped) mount(tableBox, errorBox(err.message));

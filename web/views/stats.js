@@ -5,22 +5,30 @@
 import { get } from "../lib/api.js";
 import { h, mount, link, route, fmtTime, fmtDuration, fmtInt, fmtCost, headRow, errorBox, empty } from "../lib/dom.js";
 
-export async function statsView(el) {
-  const head = h("div", { class: "view-head" }, h("h1", {}, "Stats"));
+// Time windows offered for the numbers (seconds back from now; 0 = everything recorded).
+const RANGES = [["all", "all time", 0], ["1h", "last hour", 3600], ["24h", "last 24 hours", 86400],
+  ["7d", "last 7 days", 7 * 86400], ["30d", "last 30 days", 30 * 86400]];
+
+export async function statsView(el, params) {
+  const range = RANGES.find(([key]) => key === params.get("range")) || RANGES[0];
+  const picker = h("select", { "aria-label": "time range" },
+    RANGES.map(([key, label]) => h("option", { value: key, selected: key === range[0] }, label)));
+  picker.addEventListener("change", () => { location.hash = route("#/stats", { range: picker.value === "all" ? "" : picker.value }); });
+  const head = h("div", { class: "view-head" }, h("h1", {}, "Stats"), picker);
   mount(el, head, empty("loading…"));
   let stats;
   try {
-    stats = await get("/stats");
+    stats = await get("/stats", { since: range[2] ? Math.floor(Date.now() / 1000 - range[2]) : "" });
   } catch (err) {
     mount(el, head, errorBox(err.message));
     return null;
   }
   const total = stats.total || {};
+  if (stats.since) head.append(h("span", { class: "muted" }, `since ${fmtTime(stats.since)}`));
   if (!total.runs) {
-    mount(el, head, empty("No runs recorded yet."));
+    mount(el, head, empty(range[2] ? "No runs in this time range." : "No runs recorded yet."));
     return null;
   }
-  if (stats.since) head.append(h("span", { class: "muted" }, `since ${fmtTime(stats.since)}`));
   mount(el, head,
     headline(total),
     h("section", { class: "panel" }, h("h2", {}, "By model"),
