@@ -47,7 +47,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from plugin_runner.framing import FrameError, FrameWriter, host_reader
+import msgspec
+
+from plugin_runner.framing import MAX_FRAME, FrameError, FrameWriter
 from plugin_runner.manifest import Manifest
 from plugin_runner.protocol import (
     Cancel,
@@ -60,6 +62,7 @@ from plugin_runner.protocol import (
     Pong,
     Result,
     Shutdown,
+    ToHost,
 )
 from plugin_sdk.errors import (
     FlowbaseError,
@@ -97,6 +100,10 @@ STDERR_FLUSH_S = 1.0
 # Bytes queued in the socket transport above which writers await drain().
 HIGH_WATER_BYTES = 256 * 1024
 STDERR_TAIL_BYTES = 8192
+
+_decode = msgspec.msgpack.Decoder(ToHost).decode
+_decode_any = msgspec.msgpack.Decoder().decode
+_CALL_TAGS = ("chunk", "result", "failure")
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
            "critical": logging.CRITICAL}
@@ -154,7 +161,7 @@ class Call:
         "_result",
         "_timeout_s",
         "_timer",
-        "_waiter",
+        "_waiters",
     )
 
     def __init__(self, group: _Group | None, invoke: Invoke) -> None:
@@ -167,7 +174,8 @@ class Call:
         self._events: deque[StreamEvent] = deque()
         self._result: Result | None = None
         self._exc: FlowbaseError | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        # One future per waiting task (normally one), so a cancelled waiter never cancels another.
+        self._waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
 
     # ---- caller side ---------------------------------------------------------------------
@@ -197,7 +205,7 @@ class Call:
         if self._done:
             return
         self._send_cancel()
-        self._finish(exc=NodeError(f"node '{self._node_id}' was cancelled by the caller"))
+        self._finish(exc=_with_spans(NodeError(f"node '{self._node_id}' was cancelled by the caller"), []))
 
     # ---- internals -----------------------------------------------------------------------
 
@@ -232,11 +240,20 @@ class Call:
             self._timer = loop.call_at(loop.time() + self._timeout_s + DEADLINE_GRACE_S, self._expire)
 
     async def _wait(self) -> None:
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
             await waiter
-        finally:
-            self._waiter = None
+        except asyncio.CancelledError:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+            raise
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
 
     def _finish(self, result: Result | None = None, exc: FlowbaseError | None = None) -> None:
         self._result, self._exc = result, exc
@@ -246,9 +263,7 @@ class Call:
             self._timer = None
         if self._proc is not None:
             self._proc.pending.pop(self._id, None)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
     def _send_cancel(self) -> None:
         proc = self._proc
@@ -269,9 +284,8 @@ class Call:
 
     def _on_event(self, ev: StreamEvent) -> None:
         self._events.append(ev)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._waiters:
+            self._wake()
 
 
 class _Proc:
@@ -286,7 +300,7 @@ class _Proc:
         self.writer = writer
         self.transport = writer.transport
         self.fw = FrameWriter(writer)
-        self.reader = host_reader(reader)
+        self.stream = reader
         self.pending: dict[int, Call] = {}
         self.pings: dict[int, asyncio.Future[None]] = {}
         self.hello: asyncio.Future[Hello] = self.loop.create_future()
@@ -317,9 +331,18 @@ class _Proc:
     # ---- background tasks ----------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        readexactly = self.stream.readexactly
         try:
             while True:
-                frame = await self.reader.read()
+                n = int.from_bytes(await readexactly(4), "big")
+                if n > MAX_FRAME:
+                    raise FrameError(f"frame of {n} bytes exceeds the {MAX_FRAME}-byte limit")
+                body = await readexactly(n)
+                try:
+                    frame = _decode(body)
+                except msgspec.DecodeError as exc:
+                    self._undecodable(body, exc)
+                    continue
                 if isinstance(frame, Chunk):
                     call = self.pending.get(frame.id)
                     if call is not None:
@@ -347,6 +370,21 @@ class _Proc:
             log.error("plugin runner (packages %s) sent a bad frame, killing it: %s", self.group.names, exc)
             self.kill()
         await self._died()
+
+    def _undecodable(self, body: bytes, exc: msgspec.DecodeError) -> None:
+        """A frame that is valid msgpack but not a valid frame (a plugin put, say, an int key in its
+        output) fails only its own call; the stream stays in sync because the length was read."""
+        try:
+            raw = _decode_any(body)
+        except msgspec.DecodeError:
+            raw = None
+        if isinstance(raw, list) and len(raw) > 1 and raw[0] in _CALL_TAGS and isinstance(raw[1], int):
+            call = self.pending.get(raw[1])
+            if call is not None:
+                call._finish(exc=_with_spans(NodeError(
+                    f"node '{call._node_id}' sent a {raw[0]} the host cannot decode: {exc}"), []))
+            return
+        raise FrameError(f"undecodable frame: {exc}")
 
     async def _relay(self) -> None:
         stream = self.process.stderr
@@ -550,8 +588,15 @@ class _Group:
             if self.pool.started and not self._take_restart():
                 raise RunnerCrashed(self._blocked_message())
             self.starting = self._start_task()
+        starting = self.starting
         try:
-            return await asyncio.shield(self.starting)
+            return await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # The start was abandoned because the pool is closing; this caller was not cancelled.
+            task = asyncio.current_task()
+            if starting.cancelled() and (task is None or not task.cancelling()):
+                raise RunnerCrashed(f"plugin runner (packages {self.names}) is shut down") from None
+            raise
         except RunnerStartError as exc:
             raise RunnerCrashed(f"plugin runner (packages {self.names}) could not be restarted: {exc}") from exc
 

@@ -8,6 +8,7 @@ import os
 import pytest
 from support_runner import invoke, running_pool
 
+from host import runners
 from plugin_sdk.errors import NodeTimeout, RunnerCrashed
 
 
@@ -36,6 +37,15 @@ async def test_runner_that_dies_mid_request_fails_that_request_and_the_next_one_
         assert res.output["pid"] != old_pid
         # The isolated group was not affected.
         assert (await invoke(pool, "fx.iso_pid").result()).output["pid"] == pool.processes()["isolated"]
+
+
+async def test_calls_made_while_the_runner_respawns_wait_for_it_and_succeed() -> None:
+    async with running_pool() as pool:
+        with pytest.raises(RunnerCrashed):
+            await invoke(pool, "fx.exit").result()
+        calls = [invoke(pool, "fx.delay_echo", node_id=f"n{i}", inputs={"n": i, "delay": 0}) for i in range(20)]
+        results = await asyncio.gather(*(c.result() for c in calls))
+        assert [r.output["n"] for r in results] == list(range(20))
 
 
 async def test_an_async_hang_past_its_deadline_times_out_and_the_runner_keeps_serving() -> None:
@@ -97,3 +107,14 @@ async def test_a_zero_restart_budget_never_restarts_and_says_so() -> None:
             await invoke(pool, "fx.exit").result()
         with pytest.raises(RunnerCrashed, match=r"restarts are disabled \(restart_budget=0\)"):
             await invoke(pool, "fx.echo", inputs={"text": "x"}).result()
+
+
+async def test_close_is_bounded_even_when_a_plugin_blocks_the_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runners, "SHUTDOWN_WAIT_S", 0.5)
+    async with running_pool() as pool:
+        pid = pool.processes()["shared"]
+        # No deadline: nothing but close() will stop it.
+        blocked = invoke(pool, "fx.block", node_id="stuck", inputs={"seconds": 120}, timeout_s=0)
+    assert _gone(pid)
+    with pytest.raises(RunnerCrashed, match="was shut down while running node 'stuck'"):
+        await blocked.result()

@@ -66,6 +66,16 @@ async def test_many_concurrent_calls_are_routed_back_by_id(pool: RunnerPool) -> 
     assert [r.output["n"] for r in results] == list(range(50))
 
 
+async def test_one_task_can_stream_a_call_while_another_awaits_its_result(pool: RunnerPool) -> None:
+    call = invoke(pool, "fx.stream", inputs={"words": ["x", "y"]}, stream=True)
+
+    async def consume() -> int:
+        return len([ev async for ev in call])
+
+    count, res = await asyncio.gather(consume(), call.result())
+    assert count == 6 and res.output["text"] == "xy"
+
+
 async def test_a_plugin_printing_to_stdout_does_not_corrupt_the_channel(pool: RunnerPool) -> None:
     res = await invoke(pool, "fx.noisy").result()
     assert res.output == {"text": "still clean"}
@@ -94,6 +104,19 @@ async def test_a_plugin_exception_becomes_a_node_error_naming_the_node(pool: Run
     assert info.value.message == "node 'exploder' (fx.boom) failed: ValueError: kaboom"
     assert info.value.status == 500
     assert type(info.value) is NodeError
+
+
+async def test_a_result_the_host_cannot_decode_fails_only_that_call(pool: RunnerPool) -> None:
+    pid = pool.processes()["shared"]
+    with pytest.raises(NodeError, match="node 'keys' sent a result the host cannot decode"):
+        await invoke(pool, "fx.int_keys", node_id="keys").result()
+    assert (await invoke(pool, "fx.echo", inputs={"text": "ok"}).result()).output == {"text": "ok", "pid": pid}
+
+
+async def test_multi_megabyte_inputs_and_outputs_cross_the_hop(pool: RunnerPool) -> None:
+    text = "x" * (5 * 1024 * 1024) + "end"
+    res = await invoke(pool, "fx.echo", inputs={"text": text}).result()
+    assert res.output["text"] == text
 
 
 async def test_upstream_error_status_message_and_retry_after_survive_the_hop(pool: RunnerPool) -> None:
@@ -133,6 +156,12 @@ async def test_a_package_with_its_own_runner_value_gets_its_own_process(pool: Ru
     shared = await invoke(pool, "fx.echo", inputs={"text": "x"}).result()
     assert iso.output["pid"] != shared.output["pid"]
     assert pool.processes() == {"shared": shared.output["pid"], "isolated": iso.output["pid"]}
+
+
+async def test_a_runner_applies_the_largest_memory_limit_of_its_packages_and_no_core_dumps(
+        pool: RunnerPool) -> None:
+    limits = (await invoke(pool, "fx.iso_limits").result()).output
+    assert limits == {"address_space": 2048 * 1024 * 1024, "core": 0}
 
 
 async def test_close_shuts_runners_down_and_runs_the_packages_close_callbacks(

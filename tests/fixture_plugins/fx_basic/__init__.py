@@ -49,6 +49,10 @@ async def off_schema(ctx: NodeContext) -> dict[str, Any]:
     return {"items": [{"count": 1}, {"count": "three"}]}
 
 
+async def int_keys(ctx: NodeContext) -> dict[Any, Any]:
+    return {1: "one"}  # valid msgpack, but not a valid Result (output keys must be strings)
+
+
 async def boom(ctx: NodeContext) -> dict[str, Any]:
     raise ValueError("kaboom")
 
@@ -96,6 +100,7 @@ def register_node_types(register: Register) -> None:
     register("fx.noisy", noisy)
     register("fx.off_schema", off_schema)
     register("fx.boom", boom)
+    register("fx.int_keys", int_keys)
     register("fx.upstream", upstream)
     register("fx.hang", hang)
     register("fx.block", block)
