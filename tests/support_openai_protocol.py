@@ -69,7 +69,8 @@ def golden_cases(protocol: str) -> list[Path]:
 
 
 def load(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+    case: dict[str, Any] = json.loads(path.read_text())
+    return case
 
 
 def save(path: Path, case: dict[str, Any]) -> None:

@@ -415,7 +415,7 @@ def _response_object(rid: str, created_at: int, model: str, options: dict[str, A
         "reasoning": echo.get("reasoning", {"effort": None, "summary": None}),
         "store": True if store is None else store,
         "temperature": echo.get("temperature"),
-        "text": echo.get("text", {"format": {"type": "text"}}),
+        "text": {"format": {"type": "text"}, **echo.get("text", {})},
         "tool_choice": echo.get("tool_choice", "auto"),
         "tools": echo.get("tools", []),
         "top_p": echo.get("top_p"),
@@ -507,10 +507,9 @@ class StreamEncoder:
         self._usage = Usage()
 
     def _emit(self, kind: str, payload: dict[str, Any]) -> bytes:
-        payload["type"] = kind
-        payload["sequence_number"] = self._seq
+        seq = self._seq
         self._seq += 1
-        return sse_event(kind, payload)
+        return sse_event(kind, {"type": kind, "sequence_number": seq, **payload})
 
     def _snapshot(self, status: str, **kw: Any) -> dict[str, Any]:
         output = [self._done[i] for i in sorted(self._done)]
