@@ -1,0 +1,131 @@
+"""Opening the store: one ``Store`` over SQLite (embedded, the default) or PostgreSQL (shared).
+
+Contract:
+- ``await Store.open(url)`` connects, creates the tables if missing and records/checks the schema
+  version in ``meta`` (a database written by a newer flowbase is refused with ``StoreError``; an
+  older one is migrated step by step through ``MIGRATIONS``). ``await store.close()`` releases it.
+- URLs: ``sqlite_url(data_dir)`` → ``sqlite+aiosqlite:///DATA_DIR/flowbase.db``; PostgreSQL is
+  ``postgresql+asyncpg://…`` (the caller reads FLOWBASE_DATABASE_URL). ``sqlite+aiosqlite://`` with
+  no path is an in-memory store (one shared connection).
+- SQLite connections run in WAL mode (readers never block the writer), with a busy timeout and
+  foreign keys on; write transactions begin IMMEDIATE (see base.py).
+- ``Store`` has the workflow methods (workflows.py) and run methods (runs.py); ``ping()`` checks
+  the database answers (for /api/health).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, insert, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from host.store.base import StoreError, json_dumps, json_loads
+from host.store.runs import RunStore
+from host.store.schema import SCHEMA_VERSION, meta, metadata
+from host.store.workflows import WorkflowStore
+
+# How long a SQLite writer waits for another connection's write lock before failing (milliseconds):
+# long enough to ride out a large trace batch from another process, short enough to surface a
+# stuck writer.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Serialises schema creation when several hosts start against one PostgreSQL at once: the key of
+# pg_advisory_xact_lock, "flowbase" in ASCII (fits a signed 64-bit integer).
+PG_SCHEMA_LOCK = 0x666C6F7762617365
+# Option that marks the write-engine's connections so the SQLite "begin" hook says IMMEDIATE.
+_IMMEDIATE = "flowbase_begin_immediate"
+
+Migration = Callable[[AsyncConnection], Awaitable[None]]
+# MIGRATIONS[n] upgrades a schema at version n to n + 1 (none yet: version 1 is the first).
+MIGRATIONS: dict[int, Migration] = {}
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite+aiosqlite:///{(Path(data_dir) / 'flowbase.db').resolve()}"
+
+
+def _sqlite_hooks(sync_engine: Any, *, file_backed: bool) -> None:
+    @event.listens_for(sync_engine, "connect")
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see on_begin).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        if file_backed:
+            cur.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable in WAL mode except for the last commits on power loss: fine for traces.
+            cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_IMMEDIATE) else "BEGIN")
+
+
+class Store(WorkflowStore, RunStore):
+    def __init__(self, url: str) -> None:
+        u = make_url(url)
+        # hide_parameters: database errors must not echo traced content (or anything secret) into logs.
+        kw: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": json_loads, "hide_parameters": True}
+        if u.get_backend_name() == "sqlite":
+            memory = u.database in (None, "", ":memory:")
+            if memory:
+                kw["poolclass"] = StaticPool
+            self.engine = create_async_engine(u, **kw)
+            _sqlite_hooks(self.engine.sync_engine, file_backed=not memory)
+        elif u.get_backend_name() == "postgresql":
+            # pre_ping: a PostgreSQL restart must not leave dead connections in the pool.
+            self.engine = create_async_engine(u, pool_pre_ping=True, **kw)
+        else:
+            raise StoreError(f"unsupported database URL scheme '{u.drivername}' (use sqlite+aiosqlite or "
+                             "postgresql+asyncpg)")
+        self._writer = self.engine.execution_options(**{_IMMEDIATE: True})
+        self.url = u.render_as_string(hide_password=True)
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        store = cls(url)
+        try:
+            await store._init_schema()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> None:
+        async with self.read() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def schema_version(self) -> int:
+        async with self.read() as conn:
+            value = (await conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))).scalar_one()
+        return int(value)
+
+    async def _init_schema(self) -> None:
+        async with self.write() as conn:
+            if self.dialect == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_SCHEMA_LOCK})
+            await conn.run_sync(metadata.create_all)
+            found = (await conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))).scalar()
+            if found is None:
+                await conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                return
+            version = int(found)
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"the database at {self.url} has schema version {version}, newer than this "
+                                 f"flowbase understands ({SCHEMA_VERSION}); upgrade flowbase")
+            while version < SCHEMA_VERSION:
+                step = MIGRATIONS.get(version)
+                if step is None:
+                    raise StoreError(f"no migration from schema version {version} to {version + 1}")
+                await step(conn)
+                version += 1
+            await conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))

@@ -1,0 +1,274 @@
+"""Runs and their spans: batch writes from the recorder, reads for the management API.
+
+Contract:
+- ``write_runs(rows)`` inserts a batch of ``RunRow`` (with their spans, ``seq`` = position in
+  ``run.spans``) in ONE transaction. Idempotent on run id: a run already stored is left as it is
+  (with its spans), so retrying a batch after a failure never duplicates or corrupts.
+- ``get_run(id)`` → the public run shape (GET /api/runs/{id})::
+
+    {id, workflow, workflow_version, model, protocol, status, stream, session_id,
+     started_at, ended_at (ISO-8601 UTC), duration_ms,
+     usage: {input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens},
+     cost_usd, error,
+     spans: [{id, parent_id, kind, name, status, started_at, ended_at, duration_ms, input, output,
+              usage (same keys, or null), cost_usd, error, model, provider}]}   # recorded order
+
+  or None. ``list_runs(...)`` gives the same without ``spans``, newest first; ``before`` is the id
+  of the last run of the previous page (``UnknownCursor`` if no such run).
+- ``list_sessions(limit)`` newest activity first; ``get_session(id)`` its runs oldest first, each
+  with spans (for replay); ``stats(since)`` per model and per workflow: runs, errors, usage, cost,
+  p50/p95 duration (PostgreSQL computes percentiles; SQLite lacks them, so Python does, with the
+  same linear interpolation).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import ColumnElement, Insert
+
+from host.store.base import StoreBase, StoreError, UnknownCursor, iso, millis
+from host.store.schema import runs as R
+from host.store.schema import spans as S
+from host.tracing.records import RunRow, SpanRow
+from plugin_sdk.types import Usage
+
+USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+# Bound on bound parameters per IN (...) query: far below SQLite's and asyncpg's limits.
+IN_CHUNK = 500
+# A session page is at most this many runs (each with its spans) so one huge session cannot
+# exhaust the host's memory.
+SESSION_RUNS_LIMIT = 1000
+
+
+def _usage_dict(u: Usage) -> dict[str, int]:
+    return {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+            "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens,
+            "reasoning_tokens": u.reasoning_tokens}
+
+
+def _run_params(r: RunRow) -> dict[str, Any]:
+    return {"id": r.id, "workflow": r.workflow, "workflow_version": r.workflow_version, "model": r.model,
+            "protocol": r.protocol, "status": r.status, "stream": r.stream, "started_at": r.started_at,
+            "ended_at": r.ended_at, "duration_ms": millis(r.started_at, r.ended_at), **_usage_dict(r.usage),
+            "cost_usd": r.cost_usd, "error": r.error, "session_id": r.session_id}
+
+
+def _span_params(run_id: str, seq: int, s: SpanRow) -> dict[str, Any]:
+    return {"run_id": run_id, "id": s.id, "parent_id": s.parent_id, "seq": seq, "kind": s.kind, "name": s.name,
+            "status": s.status, "started_at": s.started_at, "ended_at": s.ended_at, "input": s.input,
+            "output": s.output, "usage": None if s.usage is None else _usage_dict(s.usage),
+            "cost_usd": s.cost_usd, "error": s.error, "model": s.model, "provider": s.provider}
+
+
+def _run(row: RowMapping) -> dict[str, Any]:
+    return {"id": row["id"], "workflow": row["workflow"], "workflow_version": row["workflow_version"],
+            "model": row["model"], "protocol": row["protocol"], "status": row["status"], "stream": row["stream"],
+            "session_id": row["session_id"], "started_at": iso(row["started_at"]), "ended_at": iso(row["ended_at"]),
+            "duration_ms": row["duration_ms"], "usage": {k: row[k] for k in USAGE_KEYS},
+            "cost_usd": row["cost_usd"], "error": row["error"]}
+
+
+def _span(row: RowMapping) -> dict[str, Any]:
+    usage = row["usage"]
+    return {"id": row["id"], "parent_id": row["parent_id"], "kind": row["kind"], "name": row["name"],
+            "status": row["status"], "started_at": iso(row["started_at"]), "ended_at": iso(row["ended_at"]),
+            "duration_ms": millis(row["started_at"], row["ended_at"]), "input": row["input"],
+            "output": row["output"], "usage": None if usage is None else {k: usage.get(k, 0) for k in USAGE_KEYS},
+            "cost_usd": row["cost_usd"], "error": row["error"], "model": row["model"], "provider": row["provider"]}
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (PostgreSQL's ``percentile_cont``); ``values`` sorted."""
+    if not values:
+        return None
+    pos = (len(values) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for i in range(0, len(items), IN_CHUNK):
+        yield items[i:i + IN_CHUNK]
+
+
+class _Agg:
+    """Running totals for one stats group."""
+
+    __slots__ = ("cost", "durations", "errors", "runs", "usage")
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.errors = 0
+        self.usage = dict.fromkeys(USAGE_KEYS, 0)
+        self.cost: float | None = None
+        self.durations: list[float] = []
+
+    def add(self, row: RowMapping) -> None:
+        self.runs += int(row["runs"])
+        self.errors += int(row["errors"] or 0)
+        for k in USAGE_KEYS:
+            self.usage[k] += int(row[k] or 0)
+        if row["cost_usd"] is not None:
+            self.cost = (self.cost or 0.0) + float(row["cost_usd"])
+
+    def out(self, p50: float | None = None, p95: float | None = None) -> dict[str, Any]:
+        if self.durations:
+            self.durations.sort()
+            p50, p95 = percentile(self.durations, 0.5), percentile(self.durations, 0.95)
+        return {"runs": self.runs, "errors": self.errors, "usage": self.usage,
+                "cost_usd": None if self.cost is None else round(self.cost, 12),
+                "p50_ms": None if p50 is None else round(p50, 3), "p95_ms": None if p95 is None else round(p95, 3)}
+
+
+class RunStore(StoreBase):
+    def _insert_ignoring_existing(self, table: Any) -> Insert:
+        if self.dialect == "postgresql":
+            return pg_insert(table).on_conflict_do_nothing()
+        if self.dialect == "sqlite":
+            return sqlite_insert(table).on_conflict_do_nothing()
+        raise StoreError(f"unsupported database dialect '{self.dialect}'")
+
+    async def write_runs(self, rows: list[RunRow]) -> None:
+        run_params: list[dict[str, Any]] = []
+        span_params: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for r in rows:
+            if r.id in seen:
+                continue
+            seen.add(r.id)
+            run_params.append(_run_params(r))
+            span_params.extend(_span_params(r.id, seq, s) for seq, s in enumerate(r.spans))
+        if not run_params:
+            return
+        async with self.write() as conn:
+            await conn.execute(self._insert_ignoring_existing(R), run_params)
+            if span_params:
+                await conn.execute(self._insert_ignoring_existing(S), span_params)
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        async with self.read() as conn:
+            row = (await conn.execute(select(R).where(R.c.id == run_id))).mappings().first()
+            if row is None:
+                return None
+            spans = (await conn.execute(select(S).where(S.c.run_id == run_id).order_by(S.c.seq))).mappings().all()
+        out = _run(row)
+        out["spans"] = [_span(s) for s in spans]
+        return out
+
+    async def list_runs(self, *, model: str | None = None, status: str | None = None, session_id: str | None = None,
+                        workflow: str | None = None, limit: int = 50, before: str | None = None) -> list[dict[str, Any]]:
+        conds: list[ColumnElement[bool]] = []
+        for col, value in ((R.c.model, model), (R.c.status, status), (R.c.session_id, session_id),
+                           (R.c.workflow, workflow)):
+            if value is not None:
+                conds.append(col == value)
+        async with self.read() as conn:
+            if before is not None:
+                at = (await conn.execute(select(R.c.started_at).where(R.c.id == before))).scalar_one_or_none()
+                if at is None:
+                    raise UnknownCursor(f"unknown cursor '{before}': no run has that id")
+                conds.append(or_(R.c.started_at < at, and_(R.c.started_at == at, R.c.id < before)))
+            q = select(R).where(*conds).order_by(R.c.started_at.desc(), R.c.id.desc()).limit(max(limit, 0))
+            rows = (await conn.execute(q)).mappings().all()
+        return [_run(r) for r in rows]
+
+    async def list_sessions(self, limit: int = 50) -> list[dict[str, Any]]:
+        last = func.max(func.coalesce(R.c.ended_at, R.c.started_at)).label("last_at")
+        q = (select(R.c.session_id, func.min(R.c.started_at).label("first_at"), last,
+                    func.count().label("runs"), func.sum(case((R.c.status == "error", 1), else_=0)).label("errors"),
+                    *(func.sum(R.c[k]).label(k) for k in USAGE_KEYS), func.sum(R.c.cost_usd).label("cost_usd"))
+             .where(R.c.session_id.is_not(None)).group_by(R.c.session_id)
+             .order_by(last.desc(), R.c.session_id.desc()).limit(max(limit, 0)))
+        async with self.read() as conn:
+            rows = (await conn.execute(q)).mappings().all()
+            ids = [r["session_id"] for r in rows]
+            models: dict[str, set[str]] = defaultdict(set)
+            for chunk in _chunks(ids):
+                pairs = await conn.execute(select(R.c.session_id, R.c.model).where(R.c.session_id.in_(chunk)).distinct())
+                for sid, m in pairs:
+                    models[sid].add(m)
+        return [{"session_id": r["session_id"], "first_at": iso(r["first_at"]), "last_at": iso(r["last_at"]),
+                 "runs": int(r["runs"]), "errors": int(r["errors"] or 0),
+                 "usage": {k: int(r[k] or 0) for k in USAGE_KEYS},
+                 "cost_usd": None if r["cost_usd"] is None else round(float(r["cost_usd"]), 12),
+                 "models": sorted(models[r["session_id"]])} for r in rows]
+
+    async def get_session(self, session_id: str, limit: int = SESSION_RUNS_LIMIT) -> dict[str, Any] | None:
+        q = (select(R).where(R.c.session_id == session_id)
+             .order_by(R.c.started_at, R.c.id).limit(max(limit, 0)))
+        async with self.read() as conn:
+            rows = (await conn.execute(q)).mappings().all()
+            if not rows:
+                return None
+            by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for chunk in _chunks([r["id"] for r in rows]):
+                sq = select(S).where(S.c.run_id.in_(chunk)).order_by(S.c.run_id, S.c.seq)
+                for s in (await conn.execute(sq)).mappings():
+                    by_run[s["run_id"]].append(_span(s))
+        runs = []
+        usage = dict.fromkeys(USAGE_KEYS, 0)
+        cost: float | None = None
+        for r in rows:
+            run = _run(r)
+            run["spans"] = by_run.get(r["id"], [])
+            runs.append(run)
+            for k in USAGE_KEYS:
+                usage[k] += int(r[k])
+            if r["cost_usd"] is not None:
+                cost = (cost or 0.0) + float(r["cost_usd"])
+        return {"session_id": session_id, "first_at": iso(rows[0]["started_at"]),
+                "last_at": iso(max((r["ended_at"] or r["started_at"]) for r in rows)),
+                "runs": runs, "errors": sum(1 for r in rows if r["status"] == "error"), "usage": usage,
+                "cost_usd": None if cost is None else round(cost, 12), "models": sorted({r["model"] for r in rows})}
+
+    async def stats(self, since: float | None = None) -> dict[str, Any]:
+        where: list[ColumnElement[bool]] = [] if since is None else [R.c.started_at >= since]
+        agg = (select(R.c.model, R.c.workflow, func.count().label("runs"),
+                      func.sum(case((R.c.status == "error", 1), else_=0)).label("errors"),
+                      *(func.sum(R.c[k]).label(k) for k in USAGE_KEYS), func.sum(R.c.cost_usd).label("cost_usd"))
+               .where(*where).group_by(R.c.model, R.c.workflow))
+        total = _Agg()
+        by_model: dict[str, _Agg] = defaultdict(_Agg)
+        by_wf: dict[str, _Agg] = defaultdict(_Agg)
+        pcts: dict[tuple[str, str | None], tuple[float | None, float | None]] = {}
+        async with self.read() as conn:
+            for row in (await conn.execute(agg)).mappings():
+                total.add(row)
+                by_model[row["model"]].add(row)
+                by_wf[row["workflow"]].add(row)
+            if self.dialect == "postgresql":
+                pcts = await _pg_percentiles(conn, where)
+            else:
+                q = select(R.c.model, R.c.workflow, R.c.duration_ms).where(R.c.duration_ms.is_not(None), *where)
+                for m, wf, d in await conn.execute(q):
+                    total.durations.append(d)
+                    by_model[m].durations.append(d)
+                    by_wf[wf].durations.append(d)
+
+        def out(a: _Agg, kind: str, key: str | None) -> dict[str, Any]:
+            return a.out(*pcts.get((kind, key), (None, None)))
+
+        return {"since": iso(since), "total": out(total, "total", None),
+                "models": [{"model": k, **out(a, "model", k)} for k, a in sorted(by_model.items())],
+                "workflows": [{"workflow": k, **out(a, "workflow", k)} for k, a in sorted(by_wf.items())]}
+
+
+async def _pg_percentiles(conn: AsyncConnection, where: list[ColumnElement[bool]]
+                          ) -> dict[tuple[str, str | None], tuple[float | None, float | None]]:
+    p50 = func.percentile_cont(0.5).within_group(R.c.duration_ms).label("p50")
+    p95 = func.percentile_cont(0.95).within_group(R.c.duration_ms).label("p95")
+    out: dict[tuple[str, str | None], tuple[float | None, float | None]] = {}
+    for kind, col in (("total", None), ("model", R.c.model), ("workflow", R.c.workflow)):
+        q = select(p50, p95) if col is None else select(col, p50, p95).group_by(col)
+        for row in await conn.execute(q.where(R.c.duration_ms.is_not(None), *where)):
+            out[(kind, None if col is None else row[0])] = (row[-2], row[-1])
+    return out

@@ -1,0 +1,110 @@
+"""The store's tables (SQLAlchemy Core), identical on SQLite and PostgreSQL.
+
+Times are Unix seconds (double precision), as the engine records them; the API renders them as
+ISO-8601 UTC. JSON columns hold what the engine traced (inputs, outputs, usage) and the workflow
+definitions as written (``${VAR}`` references unresolved — resolved secrets never reach the store).
+
+``SCHEMA_VERSION`` is stored in ``meta``; bump it and add a step to ``db.MIGRATIONS`` whenever a
+table changes shape.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+workflows = Table(
+    "workflows", metadata,
+    Column("name", String(255), primary_key=True),
+    # NULL when another workflow has since claimed this model name (it is no longer published
+    # under it); unique so one model name always means one workflow.
+    Column("model", String(255), nullable=True, unique=True),
+    Column("current_version", Integer, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+workflow_versions = Table(
+    "workflow_versions", metadata,
+    Column("workflow", String(255), ForeignKey("workflows.name", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("source_text", Text, nullable=False),
+    Column("definition", JSON(none_as_null=True), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("created_at", Double, nullable=False),
+    PrimaryKeyConstraint("workflow", "version", name="pk_workflow_versions"),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workflow", String(255), nullable=False),
+    Column("workflow_version", Integer, nullable=False),
+    Column("model", String(255), nullable=False),
+    Column("protocol", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("stream", Boolean, nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("ended_at", Double, nullable=True),
+    Column("duration_ms", Double, nullable=True),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("cache_read_tokens", Integer, nullable=False),
+    Column("cache_write_tokens", Integer, nullable=False),
+    Column("reasoning_tokens", Integer, nullable=False),
+    Column("cost_usd", Double, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("session_id", String(255), nullable=True),
+)
+# Every listing is newest first, optionally filtered by one column: (filter, started_at, id) lets
+# each filtered page be an index range scan; id breaks ties for the cursor.
+Index("ix_runs_started_at", runs.c.started_at.desc(), runs.c.id.desc())
+Index("ix_runs_model", runs.c.model, runs.c.started_at)
+Index("ix_runs_status", runs.c.status, runs.c.started_at)
+Index("ix_runs_session_id", runs.c.session_id, runs.c.started_at)
+Index("ix_runs_workflow", runs.c.workflow, runs.c.started_at)
+
+spans = Table(
+    "spans", metadata,
+    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("id", String(128), nullable=False),
+    Column("parent_id", String(128), nullable=True),
+    Column("seq", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("ended_at", Double, nullable=True),
+    Column("input", JSON(none_as_null=True), nullable=True),
+    Column("output", JSON(none_as_null=True), nullable=True),
+    Column("usage", JSON(none_as_null=True), nullable=True),
+    Column("cost_usd", Double, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("model", String(255), nullable=True),
+    Column("provider", String(255), nullable=True),
+    # Span ids are unique within their run (the engine makes them globally unique too); keying on
+    # (run_id, id) also gives the "spans of a run" lookup its index.
+    PrimaryKeyConstraint("run_id", "id", name="pk_spans"),
+)
