@@ -31,7 +31,6 @@ import os
 import sys
 import threading
 import traceback
-from typing import Any
 
 import msgspec
 
@@ -51,7 +50,7 @@ from plugin_runner.protocol import (
     Shutdown,
 )
 from plugin_sdk.errors import FlowbaseError, NodeError, UpstreamError
-from plugin_sdk.node import NodeContext
+from plugin_sdk.node import Emit, NodeContext
 from plugin_sdk.schemas import node_output, require_inputs
 from plugin_sdk.types import StreamEvent
 
@@ -126,7 +125,7 @@ class Server:
 
     # ---- one invocation ----------------------------------------------------------------
 
-    def _emitter(self, call_id: int) -> Any:
+    def _emitter(self, call_id: int) -> Emit:
         async def emit(ev: StreamEvent) -> None:
             self.send(Chunk(call_id, ev))
             await self._flow()

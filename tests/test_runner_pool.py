@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from support_runner import invoke, running_pool
+from support_runner import MANIFESTS, invoke, running_pool
 
 from host.runners import RunnerPool
+from plugin_runner.manifest import load_manifests
 from plugin_sdk.errors import NodeError, UpstreamError
 from plugin_sdk.types import Accumulator, BlockDelta, StreamEnd, StreamStart
 
@@ -162,6 +163,15 @@ async def test_a_runner_applies_the_largest_memory_limit_of_its_packages_and_no_
         pool: RunnerPool) -> None:
     limits = (await invoke(pool, "fx.iso_limits").result()).output
     assert limits == {"address_space": 2048 * 1024 * 1024, "core": 0}
+
+
+async def test_a_pool_built_from_manifests_alone_passes_their_folders_to_the_runner() -> None:
+    pool = RunnerPool(load_manifests([MANIFESTS]))
+    await pool.start()
+    try:
+        assert (await invoke(pool, "fx.echo", inputs={"text": "found"}).result()).output["text"] == "found"
+    finally:
+        await pool.close()
 
 
 async def test_close_shuts_runners_down_and_runs_the_packages_close_callbacks(
