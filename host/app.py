@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -82,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
                    openapi_url="/api/openapi.json", redoc_url=None)
 
 
-def _published(registry: Registry) -> object:
+def _published(registry: Registry) -> Callable[[], Awaitable[Response]]:
     async def published() -> Response:
         """The models this process serves right now, and the workflow files that failed to load."""
         body = {

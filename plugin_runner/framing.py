@@ -65,8 +65,8 @@ class FrameReader(Generic[T]):
 
 
 def host_reader(reader: asyncio.StreamReader) -> FrameReader[ToHost]:
-    return FrameReader(reader, msgspec.msgpack.Decoder(ToHost))  # type: ignore[arg-type]
+    return FrameReader(reader, msgspec.msgpack.Decoder(ToHost))
 
 
 def runner_reader(reader: asyncio.StreamReader) -> FrameReader[ToRunner]:
-    return FrameReader(reader, msgspec.msgpack.Decoder(ToRunner))  # type: ignore[arg-type]
+    return FrameReader(reader, msgspec.msgpack.Decoder(ToRunner))

@@ -69,7 +69,7 @@ class NotFound(FlowbaseError):
 
 
 class NodeError(FlowbaseError):
-    kind = "api_error"
+    kind: ErrorKind = "api_error"
     status = 500
 
 

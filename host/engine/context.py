@@ -65,7 +65,7 @@ def build_request(node: Node, req: Request, ctx: dict[str, Any]) -> Request:
     drops the client's tools."""
     messages: list[Message]
     if node.messages is not None:
-        messages = [text_message(role, t.render(ctx)) for role, t in node.messages]  # type: ignore[arg-type]
+        messages = [text_message(role, t.render(ctx)) for role, t in node.messages]
     else:
         messages = [m for m in req.messages if m.role not in ("system", "developer")] if node.system else list(req.messages)
     if node.system is not None:

@@ -71,11 +71,11 @@ class Registry:
             log.info("workflow %s loaded: model %s, version %s", key, wf.model, wf.version)
             return wf
 
-    def _failed(self, key: str, message: str) -> None:
+    def _failed(self, key: str, message: str) -> Workflow | None:
         self.errors[key] = message
         kept = self.by_path.get(key)
         log.error("%s%s", message, f" (still serving version {kept.version})" if kept else "")
-        return None
+        return None  # the caller returns this: "nothing new loaded"
 
     def remove(self, key: str) -> None:
         wf = self.by_path.pop(key, None)

@@ -34,6 +34,7 @@ import yaml
 
 from host.engine.templates import Condition, Template, TemplateError, compile_value, names_in
 from plugin_runner.manifest import NodeTypeSpec
+from plugin_sdk.types import Role
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -103,7 +104,7 @@ class Node:
     provider: str | None = None
     model: str | None = None
     system: Template | None = None
-    messages: list[tuple[str, Template]] | None = None
+    messages: list[tuple[Role, Template]] | None = None
     inherit_tools: bool = True
     params: dict[str, Any] = field(default_factory=dict)
     price: dict[str, float] | None = None
@@ -251,7 +252,7 @@ def _compile_node(ns: NodeSpec, spec: WorkflowSpec, where: str, node_types: Mapp
         if params:
             config["params"] = params
         _check_config(config, node_types[ntype], where)
-        messages = None
+        messages: list[tuple[Role, Template]] | None = None
         if ns.messages is not None:
             messages = [(m.role, Template(m.content)) for m in ns.messages]
         if ns.prompt is not None:
@@ -287,7 +288,7 @@ def _check_config(config: dict[str, Any], nt: NodeTypeSpec, where: str) -> None:
 
 def _schema_message(err: jsonschema.ValidationError) -> str:
     if err.validator in ("required", "additionalProperties"):
-        return err.message
+        return str(err.message)
     return f"does not satisfy `{err.validator}: {err.validator_value}`"
 
 
