@@ -1,0 +1,264 @@
+"""The trace recorder: takes finished runs off the request path and writes them in batches.
+
+Contract:
+- ``submit(run)`` never blocks and never raises: the run goes into a bounded queue; when the queue
+  is full (or the recorder is closed) the run is dropped and counted, with a warning logged at most
+  once per ``DROP_LOG_INTERVAL_S``.
+- One writer task (``start()``) takes up to ``max_batch`` runs at a time, waiting up to
+  ``interval_s`` for a small batch to grow, prices them (below) and calls ``write(batch)``.
+  A failed write is retried with backoff (``RETRY_DELAYS_S``); if it still fails, each run of the
+  batch is tried on its own so one unwritable run cannot take its neighbours with it, and what
+  still fails is logged and dropped (``failed``). The writer survives every failure.
+- Pricing: the deepest spans that carry usage are billed (``pricing.cost_usd`` with the span's
+  model and the workflow's price): the ``model_call`` spans, or a node's own usage when it reported
+  no calls. A span above billed spans (node, workflow) costs their sum, so nothing is counted
+  twice. The run costs the sum of its billed spans: None when none had a known price. Costs the
+  caller already set are kept.
+- ``await flush(timeout_s)`` returns once every run submitted before the call is written or given
+  up (or the timeout passes); ``await close()`` flushes and stops the writer.
+- ``counters()`` → ``{queued, written, dropped, failed}`` for /api/health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from host.tracing.pricing import cost_usd
+from host.tracing.records import RunRow, SpanRow
+
+log = logging.getLogger("flowbase.tracing")
+
+WriteFn = Callable[[list[RunRow]], Awaitable[None]]
+
+# Waits before each retry of a failed batch write (seconds): rides out a brief database hiccup (a
+# restart, a lock held by another process) without holding the queue for long.
+RETRY_DELAYS_S = (0.05, 0.25, 1.0)
+# At most one "dropped runs" warning per this many seconds, so an overload does not flood the log.
+DROP_LOG_INTERVAL_S = 10.0
+# When a failed batch is retried run by run, this many failures in a row mean the database is
+# down rather than one run being unwritable; the rest of the batch is given up (runs).
+SPLIT_GIVE_UP_AFTER = 3
+# How long close() waits for the queue to drain before giving up on what is left (seconds).
+CLOSE_TIMEOUT_S = 15.0
+
+
+def price_run(run: RunRow) -> None:
+    """Fill ``cost_usd`` on the run's spans and on the run (see the module docstring)."""
+    ids = {s.id for s in run.spans}
+    kids: dict[str, list[SpanRow]] = {}
+    roots: list[SpanRow] = []
+    for s in run.spans:
+        if s.parent_id is not None and s.parent_id in ids and s.parent_id != s.id:
+            kids.setdefault(s.parent_id, []).append(s)
+        else:
+            roots.append(s)
+    billed: list[SpanRow] = []
+    billed_below: dict[str, bool] = {}  # span id -> a billed span at or below it
+    seen: set[str] = set()
+    # Post-order walk without recursion: a span is settled after all its children.
+    stack: list[tuple[SpanRow, bool]] = [(r, False) for r in roots]
+    while stack:
+        span, children_done = stack.pop()
+        if not children_done:
+            if span.id not in seen:
+                seen.add(span.id)
+                stack.append((span, True))
+                stack.extend((c, False) for c in kids.get(span.id, ()))
+            continue
+        below = [c for c in kids.get(span.id, ()) if billed_below.get(c.id)]
+        if span.usage is not None and not below:
+            if span.cost_usd is None:
+                span.cost_usd = cost_usd(span.model, span.usage, span.price)
+            billed.append(span)
+            billed_below[span.id] = True
+            continue
+        billed_below[span.id] = bool(below)
+        if below and span.cost_usd is None:
+            costs = [c.cost_usd for c in below if c.cost_usd is not None]
+            span.cost_usd = round(sum(costs), 12) if costs else None
+    if run.cost_usd is None:
+        known = [s.cost_usd for s in billed if s.cost_usd is not None]
+        run.cost_usd = round(sum(known), 12) if known else None
+
+
+class Recorder:
+    def __init__(self, write: WriteFn, *, max_queue: int = 10000, max_batch: int = 256,
+                 interval_s: float = 0.05) -> None:
+        self._write = write
+        self._queue: asyncio.Queue[RunRow] = asyncio.Queue(maxsize=max_queue)
+        self._max_batch = max_batch
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._wake = asyncio.Event()  # cuts the batching wait short (flush, close)
+        self._accepted = 0
+        self._done = 0  # runs written or given up, in queue order
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.written = 0
+        self.dropped = 0
+        self.failed = 0
+        self._inflight = 0  # runs taken off the queue and not yet done
+        self._last_error = ""
+        self._last_drop_log = float("-inf")
+        self._drops_since_log = 0
+
+    # ---- request path ----------------------------------------------------------------------
+
+    def submit(self, run: RunRow) -> None:
+        try:
+            if self._closed:
+                raise asyncio.QueueFull
+            self._queue.put_nowait(run)
+            self._accepted += 1
+        except asyncio.QueueFull:
+            self._dropped(1)
+        except Exception:  # noqa: BLE001 - tracing must never break a request
+            self._dropped(1)
+
+    def _dropped(self, n: int) -> None:
+        self.dropped += n
+        self._drops_since_log += n
+        now = time.monotonic()
+        if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
+            log.warning("trace recorder dropped %d run(s) (queue full or closed); %d dropped in total",
+                        self._drops_since_log, self.dropped)
+            self._last_drop_log = now
+            self._drops_since_log = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._closed = False
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="flowbase-trace-writer")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def counters(self) -> dict[str, int]:
+        return {"queued": self._accepted - self._done, "written": self.written, "dropped": self.dropped,
+                "failed": self.failed}
+
+    async def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until everything submitted so far is written (or given up). False on timeout or
+        when no writer runs to do it."""
+        target = self._accepted
+        if self._done >= target:
+            return True
+        if not self.running:
+            return False
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, fut))
+        self._wake.set()
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove((target, fut))
+
+    async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        self._closed = True
+        task = self._task
+        if task is None:
+            return
+        await self.flush(timeout_s)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self._task = None
+        left = self._queue.qsize() + self._inflight
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._inflight = 0
+        if left:
+            self._done += left
+            self.failed += left
+            log.error("trace recorder closed with %d run(s) unwritten", left)
+        self._notify()
+
+    # ---- writer ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            self._inflight = 1
+            if self._queue.qsize() < self._max_batch - 1 and not self._waiters and not self._closed:
+                # Let a small batch grow (many runs per transaction) unless someone is waiting.
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._interval_s)
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self._inflight = len(batch)
+            try:
+                await self._write_batch(batch)
+            except Exception:  # the writer must outlive anything a batch does
+                log.exception("trace recorder: unexpected error; %d run(s) dropped", len(batch))
+                self.failed += len(batch)
+            self._inflight = 0
+            self._done += len(batch)
+            self._notify()
+
+    async def _write_batch(self, batch: list[RunRow]) -> None:
+        for run in batch:
+            try:
+                price_run(run)
+            except Exception:
+                log.exception("trace recorder: cannot price run %s; storing it without cost", run.id)
+        if await self._attempt(batch, RETRY_DELAYS_S):
+            self.written += len(batch)
+            return
+        if len(batch) == 1:
+            self._give_up(batch)
+            return
+        # One run the database refuses must not take its neighbours with it: write them one by
+        # one, unless several in a row fail too (then the database itself is the problem).
+        consecutive = 0
+        for i, run in enumerate(batch):
+            if await self._attempt([run], ()):
+                self.written += 1
+                consecutive = 0
+                continue
+            consecutive += 1
+            if consecutive >= SPLIT_GIVE_UP_AFTER:
+                self._give_up(batch[i:])
+                return
+            self._give_up([run])
+
+    async def _attempt(self, batch: list[RunRow], delays: tuple[float, ...]) -> bool:
+        for delay in (*delays, None):
+            try:
+                await self._write(batch)
+                return True
+            except Exception as exc:  # noqa: BLE001 - any write failure is retried, then given up
+                self._last_error = _describe(exc)
+                if delay is None:
+                    return False
+                log.warning("trace write of %d run(s) failed (%s); retrying in %.2fs", len(batch),
+                            self._last_error, delay)
+                await asyncio.sleep(delay)
+        return False
+
+    def _give_up(self, batch: list[RunRow]) -> None:
+        self.failed += len(batch)
+        ids = ", ".join(r.id for r in batch[:5]) + (f" and {len(batch) - 5} more" if len(batch) > 5 else "")
+        log.error("trace write failed for good, dropping run(s) %s: %s", ids, self._last_error)
+
+    def _notify(self) -> None:
+        for target, fut in list(self._waiters):
+            if self._done >= target and not fut.done():
+                fut.set_result(None)
+
+
+def _describe(exc: BaseException) -> str:
+    # First line only, bounded: database errors can be long and carry statement text.
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:300]}"
