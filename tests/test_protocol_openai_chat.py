@@ -389,3 +389,9 @@ def test_error_in_chunk_stream_matches_openai_error_object() -> None:
     [msg] = parse_sse(enc.error(InvalidRequest("bad tool output", param="tools[0]")))
     assert msg["data"] == {"error": {"message": "bad tool output", "type": "invalid_request_error",
                                      "param": "tools[0]", "code": None}}
+
+
+def test_text_part_cache_control_hint_is_passed_through() -> None:
+    req, _ = _parse({"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "long doc", "cache_control": {"type": "ephemeral"}}, {"type": "text", "text": "q"}]}]})
+    assert req.messages[0].content == [TextPart("long doc", {"type": "ephemeral"}), TextPart("q")]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from host.protocols.common import (
     decode_body,
@@ -53,7 +53,6 @@ from plugin_sdk.types import (
     Reasoning,
     Request,
     Response,
-    Role,
     StopReason,
     StreamEnd,
     StreamEvent,
@@ -103,7 +102,7 @@ def parse_request(body: bytes) -> tuple[Request, dict[str, Any]]:
     raw_messages = req_list(obj, "messages")
     if not raw_messages:
         raise InvalidRequest("messages: expected at least one message", param="messages")
-    messages = [_message(m, f"messages[{i}]") for i, m in enumerate(raw_messages)]
+    messages = _messages(raw_messages)
 
     extra: dict[str, Any] = {k: v for k, v in obj.items() if k not in _MODELLED}
     for key in _EXTRA_INTS:
@@ -152,39 +151,58 @@ def parse_request(body: bytes) -> tuple[Request, dict[str, Any]]:
     return req, options
 
 
-def _message(m: Any, path: str) -> Message:
-    if not isinstance(m, dict):
-        raise invalid(path, "a message object", m)
-    role = m.get("role")
-    if role not in _ROLES:
-        if role is None:
-            raise InvalidRequest(f"{path}.role: required field is missing", param=f"{path}.role")
-        if role == "function":
-            raise InvalidRequest(f"{path}.role: legacy 'function' messages are not supported; send the result "
-                                 f"as a 'tool' message with tool_call_id", param=f"{path}.role")
-        raise InvalidRequest(f"{path}.role: expected one of system, developer, user, assistant, tool, got {role!r}",
-                             param=f"{path}.role")
-    name = opt_str(m, "name", path)
-    if role == "assistant":
-        return Message(role="assistant", content=_assistant_parts(m, path), name=name)
-    content = m.get("content")
-    if content is None:
-        raise InvalidRequest(f"{path}.content: required field is missing", param=f"{path}.content")
-    if role == "tool":
-        call_id = req_str(m, "tool_call_id", path)
-        result = ToolResultPart(tool_call_id=call_id, content=_text_or_parts(content, f"{path}.content", True))
-        return Message(role="tool", content=[result], name=name)
-    parts: list[Part] = list(_text_or_parts(content, f"{path}.content", role == "user"))
-    r: Role = role
-    return Message(role=r, content=parts, name=name)
+def _messages(raw: list[Any]) -> list[Message]:
+    # Hot path (agents resend the whole history every turn): well-formed fields are taken directly;
+    # paths such as ``messages[3].content`` are only formatted when something is wrong.
+    out: list[Message] = []
+    for i, m in enumerate(raw):
+        if type(m) is not dict:
+            raise invalid(f"messages[{i}]", "a message object", m)
+        role = m.get("role")
+        name = m.get("name")
+        if name is not None and type(name) is not str:
+            raise invalid(f"messages[{i}].name", "a string", name)
+        if role == "user" or role == "system" or role == "developer":
+            content = m.get("content")
+            parts = [TextPart(content)] if type(content) is str else _parts(content, i, role == "user")
+            out.append(Message(role, cast("list[Part]", parts), name))
+        elif role == "assistant":
+            out.append(Message("assistant", _assistant_parts(m, i), name))
+        elif role == "tool":
+            call_id = m.get("tool_call_id")
+            if type(call_id) is not str:
+                call_id = req_str(m, "tool_call_id", f"messages[{i}]")
+            content = m.get("content")
+            result: list[TextPart | ImagePart] = [TextPart(content)] if type(content) is str else _parts(content, i, True)
+            out.append(Message("tool", [ToolResultPart(call_id, result)], name))
+        else:
+            path = f"messages[{i}].role"
+            if role is None:
+                raise InvalidRequest(f"{path}: required field is missing", param=path)
+            if role == "function":
+                raise InvalidRequest(f"{path}: legacy 'function' messages are not supported; send the result "
+                                     f"as a 'tool' message with tool_call_id", param=path)
+            raise InvalidRequest(f"{path}: expected one of system, developer, user, assistant, tool, got {role!r}",
+                                 param=path)
+    return out
 
 
-def _text_or_parts(content: Any, path: str, images: bool) -> list[TextPart | ImagePart]:
-    if isinstance(content, str):
-        return [TextPart(content)]
-    if not isinstance(content, list):
+def _parts(content: Any, i: int, images: bool) -> list[TextPart | ImagePart]:
+    """A non-string ``content``: an array of content parts."""
+    if type(content) is not list:
+        path = f"messages[{i}].content"
+        if content is None:
+            raise InvalidRequest(f"{path}: required field is missing", param=path)
         raise invalid(path, "a string or an array of content parts", content)
-    return [_content_part(p, f"{path}[{i}]", images) for i, p in enumerate(content)]
+    parts: list[TextPart | ImagePart] = []
+    for j, p in enumerate(content):
+        if type(p) is dict and p.get("type") == "text" and "cache_control" not in p:
+            text = p.get("text")
+            if type(text) is str:
+                parts.append(TextPart(text))
+                continue
+        parts.append(_content_part(p, f"messages[{i}].content[{j}]", images))
+    return parts
 
 
 def _content_part(p: Any, path: str, images: bool) -> TextPart | ImagePart:
@@ -223,28 +241,40 @@ def _image(p: dict[str, Any], path: str) -> ImagePart:
     return ImagePart(url=url, detail=detail)
 
 
-def _assistant_parts(m: dict[str, Any], path: str) -> list[Part]:
+def _assistant_parts(m: dict[str, Any], i: int) -> list[Part]:
     parts: list[Part] = []
-    reasoning = opt_str(m, "reasoning_content", path)
+    reasoning = m.get("reasoning_content")
     if reasoning:
-        parts.append(ThinkingPart(text=reasoning))
+        if type(reasoning) is not str:
+            raise invalid(f"messages[{i}].reasoning_content", "a string", reasoning)
+        parts.append(ThinkingPart(reasoning))
     content = m.get("content")
-    if isinstance(content, str):
+    if type(content) is str:
         if content:
             parts.append(TextPart(content))
-    elif isinstance(content, list):
-        for i, p in enumerate(content):
-            ppath = f"{path}.content[{i}]"
+    elif type(content) is list:
+        for j, p in enumerate(content):
+            ppath = f"messages[{i}].content[{j}]"
             if isinstance(p, dict) and p.get("type") == "refusal":
                 parts.append(TextPart(req_str(p, "refusal", ppath)))
             else:
                 parts.append(_content_part(p, ppath, False))
     elif content is not None:
-        raise invalid(f"{path}.content", "a string, an array of content parts or null", content)
-    calls = opt_list(m, "tool_calls", path) or []
-    for i, call in enumerate(calls):
-        parts.append(_tool_call(call, f"{path}.tool_calls[{i}]"))
+        raise invalid(f"messages[{i}].content", "a string, an array of content parts or null", content)
+    calls = m.get("tool_calls")
+    if calls:
+        if type(calls) is not list:
+            raise invalid(f"messages[{i}].tool_calls", "an array", calls)
+        for j, call in enumerate(calls):
+            fn = call.get("function") if type(call) is dict else None
+            if type(fn) is dict:
+                call_id, name, args = call.get("id"), fn.get("name"), fn.get("arguments")
+                if type(call_id) is str and type(name) is str and type(args) is str:
+                    parts.append(ToolCallPart(call_id, name, args))
+                    continue
+            parts.append(_tool_call(call, f"messages[{i}].tool_calls[{j}]"))
     if not parts and content is None and "tool_calls" not in m:
+        path = f"messages[{i}]"
         raise InvalidRequest(f"{path}: an assistant message needs content or tool_calls", param=f"{path}.content")
     return parts
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from host.protocols.common import (
     decode_body,
@@ -152,88 +152,109 @@ def parse_request(body: bytes) -> tuple[Request, dict[str, Any]]:
 
 
 def _items(items: list[Any], out: list[Message]) -> None:
+    # Hot path (a Codex request carries hundreds of items): well-formed fields are taken directly;
+    # paths such as ``input[3].call_id`` are only formatted when something is wrong.
     # ``open_assistant`` is the assistant message the current run of assistant-side items extends.
     open_assistant: Message | None = None
     for i, item in enumerate(items):
-        path = f"input[{i}]"
-        if not isinstance(item, dict):
-            raise invalid(path, "an input item object", item)
+        if type(item) is not dict:
+            raise invalid(f"input[{i}]", "an input item object", item)
         kind = item.get("type")
-        assistant_part: Part | None = None
-        if kind is None or kind == "message":
+        part: Part | None = None
+        if kind == "message" or kind is None:
             role = item.get("role")
             if role not in _MESSAGE_ROLES:
+                path = f"input[{i}].role"
                 if role is None:
-                    raise InvalidRequest(f"{path}.role: required field is missing", param=f"{path}.role")
-                raise InvalidRequest(f"{path}.role: expected one of user, assistant, system, developer, got {role!r}",
-                                     param=f"{path}.role")
-            parts = _message_content(item.get("content"), f"{path}.content", role == "assistant")
-            if role == "assistant":
-                if open_assistant is None:
-                    open_assistant = Message(role="assistant", content=[])
-                    out.append(open_assistant)
-                open_assistant.content.extend(parts)
+                    raise InvalidRequest(f"{path}: required field is missing", param=path)
+                raise InvalidRequest(f"{path}: expected one of user, assistant, system, developer, got {role!r}",
+                                     param=path)
+            if role != "assistant":
+                out.append(Message(role, cast("list[Part]", _content(item.get("content"), i, "content", False))))
+                open_assistant = None
                 continue
-            out.append(Message(role=role, content=parts))
-        elif kind == "function_call":
-            assistant_part = ToolCallPart(id=req_str(item, "call_id", path), name=req_str(item, "name", path),
-                                          arguments=_arguments(item.get("arguments"), f"{path}.arguments"))
-        elif kind == "custom_tool_call":
-            assistant_part = ToolCallPart(id=req_str(item, "call_id", path), name=req_str(item, "name", path),
-                                          arguments=opt_str(item, "input", path) or "")
-        elif kind == "local_shell_call":
-            call_id = opt_str(item, "call_id", path) or req_str(item, "id", path)
-            action = item.get("action")
-            assistant_part = ToolCallPart(id=call_id, name="local_shell",
-                                          arguments=encode(action).decode() if action is not None else "{}")
+            if open_assistant is None:
+                open_assistant = Message("assistant", [])
+                out.append(open_assistant)
+            content = item.get("content")
+            if content != "":  # an empty assistant text adds nothing to the turn
+                open_assistant.content.extend(_content(content, i, "content", True))
+            continue
+        if kind == "function_call":
+            args = item.get("arguments")
+            part = ToolCallPart(_str(item, "call_id", i), _str(item, "name", i),
+                                args if type(args) is str else _arguments(args, f"input[{i}].arguments"))
         elif kind == "reasoning":
-            assistant_part = _reasoning_item(item, path)
-        elif kind in ("function_call_output", "custom_tool_call_output", "local_shell_call_output"):
-            call_id = opt_str(item, "call_id", path) or req_str(item, "id", path)
+            part = _reasoning_item(item, i)
+        elif kind in _OUTPUT_ITEMS:
+            call_id = item.get("call_id")
+            if type(call_id) is not str:
+                call_id = _str(item, "id", i)  # local_shell_call_output names its call by ``id``
             if "output" not in item:
-                raise InvalidRequest(f"{path}.output: required field is missing", param=f"{path}.output")
-            result = ToolResultPart(tool_call_id=call_id, content=_tool_output(item["output"], f"{path}.output"))
-            out.append(Message(role="tool", content=[result]))
-        elif not isinstance(kind, str):
-            raise invalid(f"{path}.type", "a string", kind)
+                raise InvalidRequest(f"input[{i}].output: required field is missing", param=f"input[{i}].output")
+            result = ToolResultPart(call_id, _content(item["output"], i, "output", False))
+            out.append(Message("tool", [result]))
+            open_assistant = None
+            continue
+        elif kind == "custom_tool_call":
+            part = ToolCallPart(_str(item, "call_id", i), _str(item, "name", i),
+                                opt_str(item, "input", f"input[{i}]") or "")
+        elif kind == "local_shell_call":
+            call_id = item.get("call_id")
+            action = item.get("action")
+            part = ToolCallPart(call_id if type(call_id) is str else _str(item, "id", i), "local_shell",
+                                encode(action).decode() if action is not None else "{}")
+        elif type(kind) is not str:
+            raise invalid(f"input[{i}].type", "a string", kind)
         else:
             # item_reference, web_search_call, image_generation_call, compaction …: nothing a workflow
             # can act on; they neither break nor extend the current assistant turn.
             continue
-        if assistant_part is None:
-            open_assistant = None
-            continue
         if open_assistant is None:
-            open_assistant = Message(role="assistant", content=[])
+            open_assistant = Message("assistant", [])
             out.append(open_assistant)
-        open_assistant.content.append(assistant_part)
+        open_assistant.content.append(part)
 
 
-def _message_content(content: Any, path: str, assistant: bool) -> list[Part]:
-    if isinstance(content, str):
-        return [TextPart(content)] if content or not assistant else []
-    if not isinstance(content, list):
+_OUTPUT_ITEMS = frozenset({"function_call_output", "custom_tool_call_output", "local_shell_call_output"})
+_TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
+
+
+def _str(item: dict[str, Any], key: str, i: int) -> str:
+    v = item.get(key)
+    return v if type(v) is str else req_str(item, key, f"input[{i}]")
+
+
+def _content(content: Any, i: int, field: str, assistant: bool) -> list[TextPart | ImagePart]:
+    """A message's ``content`` or a tool output's ``output``: a string or a list of parts."""
+    if type(content) is str:
+        return [TextPart(content)]
+    if type(content) is not list:
+        path = f"input[{i}].{field}"
         if content is None:
             raise InvalidRequest(f"{path}: required field is missing", param=path)
         raise invalid(path, "a string or an array of content parts", content)
-    parts: list[Part] = []
-    for i, p in enumerate(content):
-        ppath = f"{path}[{i}]"
-        if not isinstance(p, dict):
-            raise invalid(ppath, "a content part object", p)
-        kind = p.get("type")
-        if kind in ("input_text", "output_text", "text"):
-            parts.append(TextPart(req_str(p, "text", ppath)))
-        elif kind == "refusal":
-            parts.append(TextPart(req_str(p, "refusal", ppath)))
-        elif kind == "input_image" and not assistant:
-            parts.append(_image(p, ppath))
-        else:
-            parts.append(_unsupported_part(kind, ppath))
+    parts: list[TextPart | ImagePart] = []
+    for j, p in enumerate(content):
+        if type(p) is dict and p.get("type") in _TEXT_PARTS:
+            text = p.get("text")
+            if type(text) is str:
+                parts.append(TextPart(text))
+                continue
+        parts.append(_part(p, f"input[{i}].{field}[{j}]", assistant))
     return parts
 
 
-def _unsupported_part(kind: Any, path: str) -> TextPart:
+def _part(p: Any, path: str, assistant: bool) -> TextPart | ImagePart:
+    if not isinstance(p, dict):
+        raise invalid(path, "a content part object", p)
+    kind = p.get("type")
+    if kind in _TEXT_PARTS:
+        return TextPart(req_str(p, "text", path))
+    if kind == "refusal":
+        return TextPart(req_str(p, "refusal", path))
+    if kind == "input_image" and not assistant:
+        return _image(p, path)
     if kind is None:
         raise InvalidRequest(f"{path}.type: required field is missing", param=f"{path}.type")
     if kind in ("input_file", "input_audio", "input_image"):
@@ -268,40 +289,31 @@ def _arguments(args: Any, path: str) -> str:
     raise invalid(path, "a string of JSON", args)
 
 
-def _tool_output(output: Any, path: str) -> list[TextPart | ImagePart]:
-    if isinstance(output, str):
-        return [TextPart(output)]
-    if not isinstance(output, list):
-        raise invalid(path, "a string or an array of content parts", output)
-    parts: list[TextPart | ImagePart] = []
-    for i, p in enumerate(output):
-        ppath = f"{path}[{i}]"
-        if not isinstance(p, dict):
-            raise invalid(ppath, "a content part object", p)
-        kind = p.get("type")
-        if kind in ("input_text", "output_text", "text"):
-            parts.append(TextPart(req_str(p, "text", ppath)))
-        elif kind == "input_image":
-            parts.append(_image(p, ppath))
-        else:
-            parts.append(_unsupported_part(kind, ppath))
-    return parts
-
-
-def _reasoning_item(item: dict[str, Any], path: str) -> ThinkingPart:
+def _reasoning_item(item: dict[str, Any], i: int) -> ThinkingPart:
     texts: list[str] = []
     for key, text_type in (("content", "reasoning_text"), ("summary", "summary_text")):
-        entries = opt_list(item, key, path) or []
-        for i, e in enumerate(entries):
-            if not isinstance(e, dict):
-                raise invalid(f"{path}.{key}[{i}]", f"a {text_type} object", e)
-            texts.append(req_str(e, "text", f"{path}.{key}[{i}]"))
-        if texts:  # raw reasoning wins over its summary when both came back
-            break
-    encrypted = opt_str(item, "encrypted_content", path)
-    if encrypted is not None and encrypted.startswith(REDACTED_PREFIX):
-        return ThinkingPart(text="\n\n".join(texts), redacted_data=encrypted[len(REDACTED_PREFIX):])
-    return ThinkingPart(text="\n\n".join(texts), signature=encrypted)
+        entries = item.get(key)
+        if not entries:
+            continue
+        if type(entries) is not list:
+            raise invalid(f"input[{i}].{key}", "an array", entries)
+        for j, e in enumerate(entries):
+            text = e.get("text") if type(e) is dict else None
+            if type(text) is not str:
+                path = f"input[{i}].{key}[{j}]"
+                if type(e) is not dict:
+                    raise invalid(path, f"a {text_type} object", e)
+                text = req_str(e, "text", path)
+            texts.append(text)
+        break  # raw reasoning wins over its summary when both came back
+    encrypted = item.get("encrypted_content")
+    if encrypted is None:
+        return ThinkingPart("\n\n".join(texts))
+    if type(encrypted) is not str:
+        raise invalid(f"input[{i}].encrypted_content", "a string", encrypted)
+    if encrypted.startswith(REDACTED_PREFIX):
+        return ThinkingPart("\n\n".join(texts), redacted_data=encrypted[len(REDACTED_PREFIX):])
+    return ThinkingPart("\n\n".join(texts), encrypted)
 
 
 def _tools(obj: dict[str, Any]) -> list[Tool]:
@@ -660,7 +672,9 @@ class StreamEncoder:
         return b""
 
 
-_FAILED_CODES: dict[str, str] = {"rate_limit": "rate_limit_exceeded", "invalid_request": "invalid_prompt"}
+# Codes OpenAI puts in ``response.failed``; Codex backs off on rate_limit_exceeded and server_is_overloaded.
+_FAILED_CODES: dict[str, str] = {"rate_limit": "rate_limit_exceeded", "invalid_request": "invalid_prompt",
+                                 "overloaded": "server_is_overloaded"}
 
 
 # ---- sessions ---------------------------------------------------------------------------------
