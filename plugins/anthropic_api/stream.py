@@ -1,0 +1,173 @@
+"""Anthropic Messages SSE → canonical stream events, event by event (no buffering).
+
+``SSELines.feed(bytes)`` returns the ``data:`` payloads completed by a read (each payload carries
+its event ``type``, so the ``event:`` lines need not be tracked). ``EventFolder.feed(event)``:
+
+- ``message_start`` → ``StreamStart`` with the prompt-side usage (input incl. cache reads/writes);
+- ``content_block_start/delta/stop`` → ``BlockStart/BlockDelta/BlockStop``: ``text_delta`` and
+  ``thinking_delta`` append text, ``signature_delta`` the thinking signature (byte-exact),
+  ``input_json_delta`` tool-call arguments; ``redacted_thinking`` opens a thinking block with its
+  data. Block types nothing downstream reads (server tool results …) are skipped and the canonical
+  indexes stay dense;
+- ``message_delta`` → stop reason and output usage; ``message_stop`` → ``StreamEnd``;
+- ``error`` → ``UpstreamError`` with the status the error type stands for; ``ping`` is ignored.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from plugin_sdk.errors import UpstreamError
+from plugin_sdk.types import (
+    BlockDelta,
+    BlockStart,
+    BlockStop,
+    Part,
+    StopReason,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextPart,
+    ThinkingPart,
+    ToolCallPart,
+    Usage,
+)
+from plugins.anthropic_api.wire import STATUS_BY_ERROR_TYPE, STOP, Block, WireError, WireMessage, WireUsage
+
+
+class SSELines:
+    """Incremental SSE splitter: ``feed`` returns the ``data:`` payloads completed by ``chunk``."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        lines = (self._buf + chunk).split(b"\n") if self._buf else chunk.split(b"\n")
+        self._buf = lines.pop()
+        return [line[5:].strip() for line in lines if line.startswith(b"data:")]
+
+
+class Delta(msgspec.Struct):
+    type: str = ""
+    text: str | None = None
+    thinking: str | None = None
+    signature: str | None = None
+    partial_json: str | None = None
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+
+
+class Event(msgspec.Struct):
+    type: str
+    index: int = 0
+    message: WireMessage | None = None
+    content_block: Block | None = None
+    delta: Delta | None = None
+    usage: WireUsage | None = None
+    error: WireError | None = None
+
+
+decode_event = msgspec.json.Decoder(Event).decode
+
+
+def _max_usage(a: Usage, u: WireUsage) -> Usage:
+    # message_delta usage is cumulative; newer API versions repeat the prompt-side counts there.
+    read = max(a.cache_read_tokens, u.cache_read_input_tokens or 0)
+    write = max(a.cache_write_tokens, u.cache_creation_input_tokens or 0)
+    prompt = (u.input_tokens or 0) + (u.cache_read_input_tokens or 0) + (u.cache_creation_input_tokens or 0)
+    return Usage(input_tokens=max(a.input_tokens, prompt), output_tokens=max(a.output_tokens, u.output_tokens or 0),
+                 cache_read_tokens=read, cache_write_tokens=write)
+
+
+class EventFolder:
+    __slots__ = ("args_seen", "blocks", "done", "model", "next_index", "stop_reason", "stop_sequence", "tools", "usage")
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.blocks: dict[int, int] = {}  # Anthropic block index → canonical block index
+        self.tools: set[int] = set()  # canonical indexes of tool-call blocks
+        self.args_seen: set[int] = set()  # tool-call blocks that received argument JSON
+        self.next_index = 0
+        self.stop_reason: StopReason = "end_turn"
+        self.stop_sequence: str | None = None
+        self.usage = Usage()
+        self.done = False
+
+    def feed(self, ev: Event) -> list[StreamEvent]:
+        t = ev.type
+        if t == "content_block_delta":
+            idx = self.blocks.get(ev.index)
+            d = ev.delta
+            if idx is None or d is None:
+                return []
+            if d.type == "text_delta":
+                return [BlockDelta(idx, text=d.text or "")]
+            if d.type == "input_json_delta":
+                if not d.partial_json:
+                    return []
+                self.args_seen.add(idx)
+                return [BlockDelta(idx, arguments=d.partial_json)]
+            if d.type == "thinking_delta":
+                return [BlockDelta(idx, text=d.thinking or "")]
+            if d.type == "signature_delta":
+                return [BlockDelta(idx, signature=d.signature or "")]
+            return []
+        if t == "content_block_start":
+            b = ev.content_block
+            if b is None:
+                return []
+            part: Part
+            if b.type == "text":
+                part = TextPart("")
+            elif b.type == "thinking":
+                part = ThinkingPart()
+            elif b.type == "redacted_thinking":
+                part = ThinkingPart(redacted_data=b.data or "")
+            elif b.type == "tool_use":
+                # content_block_start carries ``input: {}``; the arguments arrive as deltas.
+                part = ToolCallPart(id=b.id or "", name=b.name or "")
+            else:
+                return []  # server tool blocks etc.: nothing downstream reads them
+            idx = self.next_index
+            self.next_index += 1
+            self.blocks[ev.index] = idx
+            out: list[StreamEvent] = [BlockStart(idx, part)]
+            if b.type == "tool_use":
+                self.tools.add(idx)
+            elif b.text:
+                out.append(BlockDelta(idx, text=b.text))
+            elif b.thinking:
+                out.append(BlockDelta(idx, text=b.thinking))
+            if b.signature:
+                out.append(BlockDelta(idx, signature=b.signature))
+            return out
+        if t == "content_block_stop":
+            idx = self.blocks.get(ev.index)
+            if idx is None:
+                return []
+            # A tool called with no arguments streams no input_json_delta; its input is still {}.
+            if idx in self.tools and idx not in self.args_seen:
+                return [BlockDelta(idx, arguments="{}"), BlockStop(idx)]
+            return [BlockStop(idx)]
+        if t == "message_start":
+            m = ev.message or WireMessage()
+            if m.usage is not None:
+                self.usage = _max_usage(self.usage, m.usage)
+            return [StreamStart(id=m.id, model=m.model or self.model, usage=msgspec.structs.replace(self.usage))]
+        if t == "message_delta":
+            if ev.delta is not None and ev.delta.stop_reason:
+                self.stop_reason = STOP.get(ev.delta.stop_reason, "end_turn")
+                self.stop_sequence = ev.delta.stop_sequence
+            if ev.usage is not None:
+                self.usage = _max_usage(self.usage, ev.usage)
+            return []
+        if t == "message_stop":
+            self.done = True
+            return [StreamEnd(stop_reason=self.stop_reason, stop_sequence=self.stop_sequence, usage=self.usage)]
+        if t == "error":
+            err = ev.error or WireError()
+            raise UpstreamError(err.message or "upstream reported an error mid-stream",
+                                status=STATUS_BY_ERROR_TYPE.get(err.type, 500), code=err.type)
+        return []  # ping and event types added after this was written

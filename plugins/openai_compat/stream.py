@@ -1,0 +1,137 @@
+"""OpenAI Chat Completions SSE → canonical stream events, chunk by chunk (no buffering).
+
+``SSELines.feed(bytes)`` splits what arrived into complete ``data:`` payloads (a partial line is kept
+for the next read). ``ChunkFolder.feed(chunk)`` turns one decoded chunk into canonical events:
+
+- the first chunk opens the stream (``StreamStart``);
+- ``reasoning_content`` / ``reasoning`` deltas → a thinking block, ``content`` (and ``refusal``)
+  deltas → a text block; switching between them closes the open block and opens the next one;
+- ``tool_calls`` deltas keyed by their ``index`` → one tool-call block each (the block opens with
+  the call's id and name; argument fragments follow as deltas);
+- ``finish_reason`` → the stop reason; a ``usage`` chunk → the final usage.
+``ChunkFolder.finish()`` closes the open blocks and ends the stream (``StreamEnd``). A chunk
+carrying ``{"error": …}`` (servers report mid-stream failures that way) raises ``UpstreamError``.
+"""
+
+from __future__ import annotations
+
+from plugin_sdk.errors import UpstreamError
+from plugin_sdk.types import (
+    BlockDelta,
+    BlockStart,
+    BlockStop,
+    StopReason,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextPart,
+    ThinkingPart,
+    ToolCallPart,
+    Usage,
+)
+from plugins.openai_compat.wire import Completion, FunctionCall, stop_reason, to_usage
+
+DONE = b"[DONE]"
+
+
+class SSELines:
+    """Incremental SSE splitter: ``feed`` returns the ``data:`` payloads completed by ``chunk``."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        lines = (self._buf + chunk).split(b"\n") if self._buf else chunk.split(b"\n")
+        self._buf = lines.pop()
+        out: list[bytes] = []
+        for line in lines:
+            if line.startswith(b"data:"):
+                out.append(line[5:].strip())
+        return out
+
+
+class ChunkFolder:
+    __slots__ = ("finish", "kind", "model", "next_index", "open", "seen_finish", "started", "tools", "usage")
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.started = False
+        self.next_index = 0
+        self.open: int | None = None  # the block currently open
+        self.kind = ""  # "text" | "thinking" | "tool" — what the open block is
+        self.tools: dict[int, int] = {}  # upstream tool_call index → block index
+        self.finish: StopReason = "end_turn"
+        self.seen_finish = False
+        self.usage = Usage()
+
+    def _close(self, out: list[StreamEvent]) -> None:
+        if self.open is not None:
+            out.append(BlockStop(self.open))
+            self.open = None
+            self.kind = ""
+
+    def _begin(self, kind: str, part: TextPart | ThinkingPart | ToolCallPart, out: list[StreamEvent]) -> int:
+        self._close(out)
+        idx = self.next_index
+        self.next_index += 1
+        self.open, self.kind = idx, kind
+        out.append(BlockStart(idx, part))
+        return idx
+
+    def _ensure(self, kind: str, out: list[StreamEvent]) -> int:
+        """The open block if it is of ``kind``, else a new one (closing the open block)."""
+        if self.kind == kind and self.open is not None:
+            return self.open
+        return self._begin(kind, ThinkingPart() if kind == "thinking" else TextPart(""), out)
+
+    def feed(self, c: Completion) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        if c.error is not None:
+            code = c.error.code
+            status = code if isinstance(code, int) and 400 <= code < 600 else 500
+            raise UpstreamError(c.error.message or "upstream reported an error mid-stream", status=status,
+                                code=code if isinstance(code, str) else None)
+        if not self.started:
+            self.started = True
+            out.append(StreamStart(id=c.id, model=c.model or self.model))
+        if c.usage is not None:
+            self.usage = to_usage(c.usage)
+        if not c.choices:
+            return out
+        choice = c.choices[0]
+        d = choice.delta
+        if d is not None:
+            thinking = d.reasoning_content or d.reasoning
+            if thinking:
+                out.append(BlockDelta(self._ensure("thinking", out), text=thinking))
+            text = d.content or d.refusal
+            if text:
+                if d.refusal and not d.content:
+                    self.finish = "refusal"
+                out.append(BlockDelta(self._ensure("text", out), text=text))
+            if d.tool_calls:
+                for pos, call in enumerate(d.tool_calls):
+                    key = call.index if call.index is not None else pos
+                    fn = call.function or FunctionCall()
+                    idx = self.tools.get(key)
+                    if idx is None:
+                        idx = self._begin("tool", ToolCallPart(id=call.id or "", name=fn.name or ""), out)
+                        self.tools[key] = idx
+                    if fn.arguments:
+                        out.append(BlockDelta(idx, arguments=fn.arguments))
+        if choice.finish_reason:
+            self.seen_finish = True
+            if self.finish != "refusal":
+                self.finish = stop_reason(choice.finish_reason)
+        return out
+
+    def finish_events(self) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        if not self.started:
+            self.started = True
+            out.append(StreamStart(id="", model=self.model))
+        self._close(out)
+        out.append(StreamEnd(stop_reason=self.finish, usage=self.usage))
+        return out
