@@ -14,6 +14,8 @@ Contract (small and stable; the adapters depend on exactly this):
 - ``sse_data(obj)`` → ``data: <json>\\n\\n``; ``sse_event(name, obj)`` → ``event: <name>\\ndata: <json>\\n\\n``.
 - ``parse_data_url(url)`` → ``(media_type, base64_data)`` for a ``data:<type>;base64,<data>`` URL, else None.
 - ``retry_after_headers(err)`` → ``{"retry-after": …}`` when the error carries a known retry-after.
+- ``merged_usage(start, end)`` → the stream's final usage: prompt-side counts may only have come with
+  ``StreamStart`` (Anthropic-style upstreams), so each count is the larger of the two.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from typing import Any
 import msgspec
 
 from plugin_sdk.errors import FlowbaseError, InvalidRequest
+from plugin_sdk.types import Usage
 
 __all__ = [
-    "decode_body", "encode", "invalid", "json_type", "new_id", "opt_bool", "opt_dict", "opt_float",
+    "decode_body", "encode", "invalid", "json_type", "merged_usage", "new_id", "opt_bool", "opt_dict", "opt_float",
     "opt_int", "opt_list", "opt_str", "parse_data_url", "req_dict", "req_list", "req_str",
     "retry_after_headers", "sse_data", "sse_event",
 ]
@@ -173,3 +176,15 @@ def parse_data_url(url: str) -> tuple[str, str] | None:
 def retry_after_headers(err: FlowbaseError) -> dict[str, str]:
     retry_after = getattr(err, "retry_after", None)
     return {"retry-after": str(retry_after)} if retry_after else {}
+
+
+def merged_usage(start: Usage | None, end: Usage) -> Usage:
+    if start is None:
+        return end
+    return Usage(
+        input_tokens=max(start.input_tokens, end.input_tokens),
+        output_tokens=max(start.output_tokens, end.output_tokens),
+        cache_read_tokens=max(start.cache_read_tokens, end.cache_read_tokens),
+        cache_write_tokens=max(start.cache_write_tokens, end.cache_write_tokens),
+        reasoning_tokens=max(start.reasoning_tokens, end.reasoning_tokens),
+    )

@@ -28,6 +28,7 @@ from host.protocols.common import (
     decode_body,
     encode,
     invalid,
+    merged_usage,
     new_id,
     opt_bool,
     opt_dict,
@@ -71,7 +72,6 @@ __all__ = [
     "render_response", "session_id",
 ]
 
-_ROLES: frozenset[str] = frozenset({"system", "developer", "user", "assistant", "tool"})
 # Top-level fields parse_request turns into Request fields; everything else goes to Request.extra.
 _MODELLED = frozenset({
     "model", "messages", "tools", "tool_choice", "parallel_tool_calls", "max_tokens", "max_completion_tokens",
@@ -438,7 +438,7 @@ class StreamEncoder:
         self._started = False
         self._kinds: dict[int, str] = {}  # block index → "text" | "thinking" | "tool" | "other"
         self._tool_index: dict[int, int] = {}  # block index → ordinal among tool calls
-        self._usage = Usage()
+        self._usage: Usage | None = None  # prompt-side usage sent with StreamStart
 
     def _chunk(self, delta: dict[str, Any]) -> bytes:
         return self._head + encode(delta) + self._tail
@@ -465,8 +465,7 @@ class StreamEncoder:
         if isinstance(ev, BlockStop):
             return b""
         if isinstance(ev, StreamStart):
-            if ev.usage is not None:
-                self._usage = ev.usage
+            self._usage = ev.usage
             return self._start()
         if isinstance(ev, StreamEnd):
             return self._start() + self._finish(ev)
@@ -492,15 +491,7 @@ class StreamEncoder:
         out = (self._head + b"{}" + b',"logprobs":null,"finish_reason":' + encode(finish_reason(ev.stop_reason))
                + b"}]" + (b',"usage":null' if self._include_usage else b"") + b"}\n\n")
         if self._include_usage:
-            u, first = ev.usage, self._usage
-            # Prompt-side counts may only have come with StreamStart (Anthropic-style upstreams).
-            merged = Usage(
-                input_tokens=max(u.input_tokens, first.input_tokens),
-                output_tokens=max(u.output_tokens, first.output_tokens),
-                cache_read_tokens=max(u.cache_read_tokens, first.cache_read_tokens),
-                cache_write_tokens=max(u.cache_write_tokens, first.cache_write_tokens),
-                reasoning_tokens=max(u.reasoning_tokens, first.reasoning_tokens),
-            )
+            merged = merged_usage(self._usage, ev.usage)
             out += (b"data: " + self._id_created_model + b',"choices":[],"usage":' + encode(usage_body(merged))
                     + b"}\n\n")
         return out

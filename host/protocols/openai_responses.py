@@ -38,6 +38,7 @@ from host.protocols.common import (
     decode_body,
     encode,
     invalid,
+    merged_usage,
     new_id,
     opt_bool,
     opt_dict,
@@ -516,7 +517,7 @@ class StreamEncoder:
         self._finished = False
         self._blocks: dict[int, _Block] = {}  # open blocks by canonical index
         self._done: dict[int, dict[str, Any]] = {}  # finished items by output_index
-        self._usage = Usage()
+        self._usage: Usage | None = None  # prompt-side usage sent with StreamStart
 
     def _emit(self, kind: str, payload: dict[str, Any]) -> bytes:
         seq = self._seq
@@ -546,8 +547,7 @@ class StreamEncoder:
             block = self._blocks.pop(ev.index, None)
             return self._close(block) if block is not None else b""
         if isinstance(ev, StreamStart):
-            if ev.usage is not None:
-                self._usage = ev.usage
+            self._usage = ev.usage
             return self._start()
         if isinstance(ev, StreamEnd):
             return self._start() + self._end(ev)
@@ -643,14 +643,7 @@ class StreamEncoder:
     def _end(self, ev: StreamEnd) -> bytes:
         out = self._close_all()  # a node that forgot BlockStop still yields a well-formed stream
         self._finished = True
-        u, first = ev.usage, self._usage
-        usage = Usage(
-            input_tokens=max(u.input_tokens, first.input_tokens),
-            output_tokens=max(u.output_tokens, first.output_tokens),
-            cache_read_tokens=max(u.cache_read_tokens, first.cache_read_tokens),
-            cache_write_tokens=max(u.cache_write_tokens, first.cache_write_tokens),
-            reasoning_tokens=max(u.reasoning_tokens, first.reasoning_tokens),
-        )
+        usage = merged_usage(self._usage, ev.usage)
         status, incomplete = _ending(ev.stop_reason)
         kind = "response.completed" if status == "completed" else "response.incomplete"
         return out + self._emit(kind, {"response": self._snapshot(status, usage=usage, incomplete=incomplete)})
