@@ -43,6 +43,9 @@ from plugin_sdk.types import Usage
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 # Bound on bound parameters per IN (...) query: far below SQLite's and asyncpg's limits.
 IN_CHUNK = 500
+# Rows per INSERT execution in write_runs (rows, not bytes): small enough that preparing one chunk
+# holds the event loop for a few milliseconds at most.
+WRITE_CHUNK_ROWS = 64
 # A session page is at most this many runs (each with its spans) so one huge session cannot
 # exhaust the host's memory.
 SESSION_RUNS_LIMIT = 1000
@@ -150,9 +153,12 @@ class RunStore(StoreBase):
         if not run_params:
             return
         async with self.write() as conn:
-            await conn.execute(self._insert_ignoring_existing(R), run_params)
-            if span_params:
-                await conn.execute(self._insert_ignoring_existing(S), span_params)
+            # Parameter processing runs on the event loop; executing in chunks lets requests run in
+            # between instead of stalling behind one large batch (still one transaction).
+            for table, params in ((R, run_params), (S, span_params)):
+                stmt = self._insert_ignoring_existing(table)
+                for i in range(0, len(params), WRITE_CHUNK_ROWS):
+                    await conn.execute(stmt, params[i:i + WRITE_CHUNK_ROWS])
 
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
         async with self.read() as conn:
