@@ -7,8 +7,9 @@ Contract:
 - One writer task (``start()``) takes up to ``max_batch`` runs at a time, waiting up to
   ``interval_s`` for a small batch to grow, prices them (below) and calls ``write(batch)``.
   A failed write is retried with backoff (``RETRY_DELAYS_S``); if it still fails, each run of the
-  batch is tried on its own so one unwritable run cannot take its neighbours with it, and what
-  still fails is logged and dropped (``failed``). The writer survives every failure.
+  batch is tried on its own so one unwritable run cannot take its neighbours with it (until
+  ``SPLIT_GIVE_UP_AFTER`` fail in a row: then the database is down); what still fails is logged
+  and dropped (``failed``). The writer survives every failure.
 - Pricing: the deepest spans that carry usage are billed (``pricing.cost_usd`` with the span's
   model and the workflow's price): the ``model_call`` spans, or a node's own usage when it reported
   no calls. A span above billed spans (node, workflow) costs their sum, so nothing is counted
