@@ -1,0 +1,262 @@
+"""The measurements of one target (phases) and of the flowbase soak; pure orchestration over wrk and the client.
+
+Contract:
+- :func:`measure_target` checks a target answers correctly (streamed and not), warms it up, then
+  measures: latency at concurrency 1 (wrk, thousands of requests), throughput at 32 and 128 (wrk, with
+  CPU use of the gateway tree, the upstream, wrk and the whole machine), streamed time-to-first-text at
+  concurrency 1 (our client), and the memory of the gateway's process tree before and after.
+- :func:`measure_soak` runs N concurrent streamed requests on the paced upstream (each answer checked),
+  then a long mixed run of M requests, reading the gateway's memory before, between and after.
+Every phase is bounded in time by :class:`BenchConfig`; nothing here asserts targets (report.py does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+
+from bench import client
+from bench.loadgen import WrkResult, run_wrk
+from bench.procs import CLK_TCK, TreeMemory, cpu_delta, tree_cpu, tree_memory
+from bench.targets import PACED_MODEL, Target, Upstream
+from bench.upstream import expected_reply
+
+PROMPT = "Say hello."
+SYSTEM = "You are a concise assistant."
+T = TypeVar("T")
+
+
+@dataclass
+class BenchConfig:
+    warmup_s: float = 3.0
+    c1_requests: int = 5000  # aim; the c=1 run lasts between c1_min_s and c1_max_s
+    c1_min_s: float = 8.0
+    c1_max_s: float = 40.0
+    load_s: float = 10.0
+    ttfb_requests: int = 1000
+    ttfb_max_s: float = 20.0
+    chunks: int = 8
+    soak_concurrency: int = 1000
+    soak_delay_ms: float = 20.0
+    growth_requests: int = 50_000
+    growth_max_s: float = 300.0
+    litellm: bool = True
+    litellm_workers: int = 2
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        """Seconds, not minutes: proves the harness works (the smoke test), measures nothing meaningful."""
+        return cls(warmup_s=1, c1_requests=200, c1_min_s=1, c1_max_s=1, load_s=1, ttfb_requests=30, ttfb_max_s=5,
+                   soak_concurrency=50, soak_delay_ms=5, growth_requests=500, growth_max_s=20, litellm=False)
+
+
+def body(model: str, *, stream: bool, prompt: str = PROMPT) -> bytes:
+    payload: dict[str, Any] = {"model": model, "messages": [{"role": "system", "content": SYSTEM},
+                                                            {"role": "user", "content": prompt}],
+                               "max_tokens": 64, "temperature": 0.2}
+    if stream:
+        payload["stream"] = True
+        payload["stream_options"] = {"include_usage": True}
+    return msgspec.json.encode(payload)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _system_busy_s() -> float:
+    """CPU seconds all cores spent not idle since boot (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+@dataclass
+class CpuUse:
+    """CPU use during one load phase, in percent of one core (200 = both cores of a 2-core machine)."""
+
+    gateway_pct: float
+    upstream_pct: float
+    loadgen_pct: float
+    machine_pct: float
+    gateway_us_per_request: float
+
+
+@dataclass
+class TargetResult:
+    name: str
+    status: str = "ok"  # ok | failed | skipped
+    error: str | None = None
+    info: dict[str, str] = field(default_factory=dict)
+    startup_s: float | None = None
+    c1: WrkResult | None = None
+    c32: WrkResult | None = None
+    c128: WrkResult | None = None
+    cpu32: CpuUse | None = None
+    cpu128: CpuUse | None = None
+    ttfb: client.SeriesResult | None = None
+    memory_idle: TreeMemory | None = None
+    memory: TreeMemory | None = None
+    upstream_requests: int | None = None
+
+
+class TargetFailed(RuntimeError):
+    pass
+
+
+def check_answers(target: Target, chunks: int) -> None:
+    """One plain and one streamed request must come back with exactly the upstream's answer."""
+    want = expected_reply(PROMPT, chunks)
+
+    async def go() -> list[client.Exchange]:
+        conn = await client.Connection.open(target.host, target.port)
+        try:
+            plain = await client.post(conn, target.host, target.port, "/v1/chat/completions",
+                                      body(target.model, stream=False), target.headers, stream=False)
+            if not conn.usable:
+                conn.close()
+                conn = await client.Connection.open(target.host, target.port)
+            streamed = await client.post(conn, target.host, target.port, "/v1/chat/completions",
+                                         body(target.model, stream=True), target.headers, stream=True)
+            return [plain, streamed]
+        finally:
+            conn.close()
+
+    for ex in _run(go()):
+        kind = "streamed" if ex.stream else "plain"
+        if ex.error:
+            raise TargetFailed(f"{target.name}: {kind} request failed: {ex.error}")
+        if ex.text != want:
+            raise TargetFailed(f"{target.name}: {kind} answer {ex.text[:200]!r} is not the upstream's {want!r}")
+        if ex.stream and not (ex.done and ex.finish_reason):
+            raise TargetFailed(f"{target.name}: streamed answer ended without finish_reason/[DONE]")
+
+
+def _load(wrk: str, target: Target, upstream: Upstream, connections: int, duration_s: float,
+          bodies: list[bytes]) -> tuple[WrkResult, CpuUse]:
+    gw_root = target.service.pid if target.service is not None else None
+    gw0 = tree_cpu(gw_root) if gw_root is not None else {}
+    up0 = tree_cpu(upstream.service.pid)
+    sys0, t0 = _system_busy_s(), time.monotonic()
+    res = run_wrk(wrk, target.url, connections=connections, duration_s=duration_s, bodies=bodies,
+                  headers=target.headers)
+    wall = time.monotonic() - t0
+    gw = cpu_delta(gw0, tree_cpu(gw_root)) if gw_root is not None else 0.0
+    up = cpu_delta(up0, tree_cpu(upstream.service.pid))
+    machine = _system_busy_s() - sys0
+    cpu = CpuUse(gateway_pct=100 * gw / wall, upstream_pct=100 * up / wall, loadgen_pct=100 * res.loadgen_cpu_s / wall,
+                 machine_pct=100 * machine / wall,
+                 gateway_us_per_request=1e6 * gw / res.requests if res.requests else 0.0)
+    return res, cpu
+
+
+def measure_target(target: Target, wrk: str, cfg: BenchConfig, upstream: Upstream,
+                   log: Callable[[str], None]) -> TargetResult:
+    result = TargetResult(target.name, info=dict(target.info))
+    if target.service is not None:
+        result.startup_s = round(target.service.ready_after_s, 2)
+        result.memory_idle = tree_memory(target.service.pid)
+    requests_before = upstream.stats()["requests"]
+    check_answers(target, cfg.chunks)
+    plain = [body(target.model, stream=False)]
+    log(f"  {target.name}: warm-up")
+    run_wrk(wrk, target.url, connections=32, duration_s=cfg.warmup_s, bodies=plain, headers=target.headers)
+    probe = run_wrk(wrk, target.url, connections=1, duration_s=1, bodies=plain, headers=target.headers)
+    c1_s = min(cfg.c1_max_s, max(cfg.c1_min_s, cfg.c1_requests / max(probe.rps, 1.0)))
+    log(f"  {target.name}: concurrency 1 for {c1_s:.0f}s")
+    result.c1 = run_wrk(wrk, target.url, connections=1, duration_s=c1_s, bodies=plain, headers=target.headers)
+    for conns in (32, 128):
+        log(f"  {target.name}: concurrency {conns} for {cfg.load_s:.0f}s")
+        res, cpu = _load(wrk, target, upstream, conns, cfg.load_s, plain)
+        if conns == 32:
+            result.c32, result.cpu32 = res, cpu
+        else:
+            result.c128, result.cpu128 = res, cpu
+    log(f"  {target.name}: streamed time to first text")
+    streamed = body(target.model, stream=True)
+    result.ttfb = _run(client.ttfb_series(target.host, target.port, "/v1/chat/completions", lambda i: streamed,
+                                          target.headers, count=cfg.ttfb_requests, max_time_s=cfg.ttfb_max_s))
+    if target.service is not None:
+        result.memory = tree_memory(target.service.pid)
+    result.upstream_requests = upstream.stats()["requests"] - requests_before
+    return result
+
+
+@dataclass
+class SoakReport:
+    concurrency: int
+    chunk_delay_ms: float
+    rss_before_mb: float
+    soak: client.SoakResult | None = None
+    rss_after_soak_mb: float | None = None
+    growth_requests: int = 0
+    growth_errors: int = 0
+    growth_rps: float | None = None
+    rss_after_growth_mb: float | None = None
+    upstream_streams_cancelled: int | None = None
+    error: str | None = None
+
+    @property
+    def rss_ratio(self) -> float | None:
+        last = self.rss_after_growth_mb or self.rss_after_soak_mb
+        return None if last is None or self.rss_before_mb <= 0 else last / self.rss_before_mb
+
+
+def soak_prompt(i: int) -> str:
+    return f"soak request {i} of the streaming soak"
+
+
+def measure_soak(target: Target, wrk: str, cfg: BenchConfig, paced: Upstream, rps_hint: float,
+                 log: Callable[[str], None]) -> SoakReport:
+    assert target.service is not None
+    pid = target.service.pid
+    report = SoakReport(concurrency=cfg.soak_concurrency, chunk_delay_ms=cfg.soak_delay_ms,
+                        rss_before_mb=tree_memory(pid).rss_mb)
+    log(f"  {target.name}: soak, {cfg.soak_concurrency} concurrent streams, chunks {cfg.soak_delay_ms:g} ms apart")
+    report.soak = _run(client.soak(
+        target.host, target.port, "/v1/chat/completions", concurrency=cfg.soak_concurrency,
+        body=lambda i: body(PACED_MODEL, stream=True, prompt=soak_prompt(i)),
+        expected=lambda i: expected_reply(soak_prompt(i), paced.chunks), headers=target.headers))
+    report.upstream_streams_cancelled = paced.stats()["streams_cancelled"]
+    report.rss_after_soak_mb = tree_memory(pid).rss_mb
+    log(f"  {target.name}: growth check, {cfg.growth_requests} requests (streamed and not, alternating)")
+    mixed = [body(target.model, stream=False), body(target.model, stream=True)]
+    deadline = time.monotonic() + cfg.growth_max_s
+    rate = max(rps_hint, 50.0)
+    wall = 0.0
+    while report.growth_requests < cfg.growth_requests and time.monotonic() < deadline:
+        remaining = cfg.growth_requests - report.growth_requests
+        duration = max(1.0, min(30.0, remaining / rate * 1.02, deadline - time.monotonic()))
+        res = run_wrk(wrk, target.url, connections=32, duration_s=duration, bodies=mixed, headers=target.headers)
+        report.growth_requests += res.requests
+        report.growth_errors += res.errors
+        wall += res.duration_s
+        rate = max(res.rps, 50.0)
+    report.growth_rps = report.growth_requests / wall if wall else None
+    # Let in-flight trace batches land before reading memory: what is measured is what stays.
+    time.sleep(1.0)
+    report.rss_after_growth_mb = tree_memory(pid).rss_mb
+    return report
+
+
+def open_file_limit(wanted: int) -> int:
+    """Raise this process's (and so its children's) open-file limit toward ``wanted``; return the new soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft if soft != resource.RLIM_INFINITY else os.sysconf("SC_OPEN_MAX")
