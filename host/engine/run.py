@@ -36,6 +36,11 @@ Protocol = Literal["chat", "responses", "messages"]
 SKIPPED: dict[str, Any] = {"skipped": True}
 
 
+async def _iterate(events: list[StreamEvent]) -> AsyncIterator[StreamEvent]:
+    for ev in events:
+        yield ev
+
+
 def new_run_id() -> str:
     # Time-ordered (sorts like creation order in the store) and unique without coordination.
     return f"run_{time.time_ns():x}{os.urandom(5).hex()}"
@@ -66,6 +71,7 @@ class Execution:
         self.outputs: dict[str, Any] = {}
         self.futures: dict[str, asyncio.Future[Any]] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        self.results: dict[str, Result] = {}
         self.usage = Usage()
         self._ctx: dict[str, Any] | None = None
         self._seq = 0
@@ -77,8 +83,8 @@ class Execution:
         status: Status = "error"
         err: BaseException | None = None
         try:
-            node = await self._begin()
-            resp = await self._answer(node)
+            node, done = await self._begin()
+            resp = self._as_response(node, done) if done is not None else await self._answer(node)
             await self._finish_background()
             status = "error" if self._failed else "ok"
             return resp
@@ -93,8 +99,9 @@ class Execution:
         status: Status = "error"
         err: BaseException | None = None
         try:
-            node = await self._begin()
-            async for ev in self._answer_stream(node):
+            node, done = await self._begin()
+            events = response_events(self._as_response(node, done)) if done is not None else None
+            async for ev in _iterate(events) if events is not None else self._answer_stream(node):
                 if isinstance(ev, StreamEnd):
                     await self._finish_background()
                 yield ev
@@ -110,28 +117,39 @@ class Execution:
 
     # ---- scheduling ----------------------------------------------------------------------
 
-    async def _begin(self) -> Node:
-        """Start every non-answer node as a task; return the answer node once it is decided."""
+    async def _begin(self) -> tuple[Node, Result | None]:
+        """Start every node that is not driven inline as a task; return the answer node once it
+        is decided, with its result if it already ran (an output node that other nodes depend on
+        runs as a task like any other; one that nothing depends on is driven by the caller)."""
         wf = self.wf
         if len(wf.order) == 1:  # the common proxy case: nothing to schedule
             node = wf.nodes[wf.order[0]]
             if node.when is None or node.when.holds(self._context()):
-                return node
+                return node, None
             raise NodeError(f"workflow '{wf.name}': its only node '{node.id}' was skipped (its `when:` is false)")
         loop = asyncio.get_running_loop()
         for nid in wf.order:
             self.futures[nid] = loop.create_future()
+        inline = {o for o in wf.outputs if o not in wf.depended_on}
         for nid in wf.order:
-            if nid not in wf.outputs:
+            if nid not in inline:
                 self.tasks.append(asyncio.create_task(self._background(wf.nodes[nid])))
-        for cand in wf.outputs:
+        for i, cand in enumerate(wf.outputs):
             node = wf.nodes[cand]
-            await self._await_deps(node)
-            if node.when is None or node.when.holds(self._context()):
-                for other in wf.outputs[wf.outputs.index(cand) + 1:]:
-                    self._skip(wf.nodes[other], "another output node answered")
-                return node
-            self._skip(node, "its `when:` is false")
+            if cand not in inline:
+                if await self.futures[cand] is SKIPPED:
+                    continue
+                done: Result | None = self.results[cand]
+            else:
+                await self._await_deps(node)
+                if node.when is not None and not node.when.holds(self._context()):
+                    self._skip(node, "its `when:` is false")
+                    continue
+                done = None
+            for other in wf.outputs[i + 1:]:
+                if other in inline:
+                    self._skip(wf.nodes[other], "an earlier output node answered")
+            return node, done
         raise NodeError(f"workflow '{wf.name}': no output node ran (every `when:` of {', '.join(wf.outputs)} was false)")
 
     async def _await_deps(self, node: Node) -> None:
@@ -147,6 +165,7 @@ class Execution:
                 self._skip(node, "its `when:` is false")
                 return
             res = await self._invoke(node)
+            self.results[node.id] = res
             fut.set_result(res.output)
         except BaseException as exc:
             if not fut.done():

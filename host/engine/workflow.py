@@ -128,6 +128,8 @@ class Workflow:
     path: str
     secrets: list[str]
     version: int = 0
+    # Nodes some other node waits for.
+    depended_on: frozenset[str] = frozenset()
 
 
 def _resolve_env(value: Any, env: Mapping[str, str], where: str, used: dict[str, str]) -> Any:
@@ -190,7 +192,7 @@ def load_workflow(text: str, path: str, node_types: Mapping[str, NodeTypeSpec],
     outputs = _outputs(spec, nodes, path)
     return Workflow(name=spec.name, model=spec.model, description=spec.description, nodes=nodes,
                     order=order, outputs=outputs, source=text, definition=definition, path=path,
-                    secrets=[s for s in secrets if s])
+                    secrets=[s for s in secrets if s], depended_on=frozenset(d for n in nodes.values() for d in n.deps))
 
 
 def _model_type(provider: ProviderSpec, node_types: Mapping[str, NodeTypeSpec]) -> str | None:
