@@ -6,7 +6,8 @@ Routes: ``POST /v1/chat/completions`` (also ``/chat/completions``) — OpenAI Ch
 ``POST /v1/messages`` — Anthropic Messages; both streamed (real SSE, one chunk per word) or not, with
 realistic usage. ``GET /v1/models``. ``GET /_requests`` lists every request received (method, path,
 headers exactly as received — so tests can check the API key reached the upstream —, body, the status
-answered, and ``disconnected`` when the client went away mid-answer); ``GET|POST /_requests/clear``
+answered, ``disconnected`` when the client went away mid-answer, and ``peer``: the client's port, which
+shows connection reuse); ``GET|POST /_requests/clear``
 forgets them (and the prompt cache).
 
 Behaviour is scripted by the model name (``+``-joined, e.g. ``thinking+tool-call``) and/or magic
@@ -260,7 +261,9 @@ async def _record(request: web.Request) -> tuple[dict[str, Any], Any]:
     except msgspec.DecodeError:
         body = None
     rec: dict[str, Any] = {"method": request.method, "path": request.path, "query": request.query_string,
-                           "headers": dict(request.headers), "body": body, "status": None, "disconnected": False}
+                           "headers": dict(request.headers), "body": body, "status": None, "disconnected": False,
+                           "peer": peer[1] if (peer := request.transport and request.transport.get_extra_info("peername"))
+                           else None}
     if body is None and raw:
         rec["raw"] = raw.decode("utf-8", "replace")
     request.app[STATE].requests.append(rec)

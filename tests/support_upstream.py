@@ -6,9 +6,9 @@
         up.requests()           # every request it received, oldest first (see fake_upstream's docstring)
         up.clear()              # forget them (and its prompt cache)
 
-``header(record, name)`` reads a recorded header case-insensitively. ``upstream`` is a
-session-scoped pytest fixture sharing one server (import it into a test module to use it); tests
-that inspect ``requests()`` should ``clear()`` first or pick their records by a unique marker.
+``header(record, name)`` reads a recorded header case-insensitively. A test module makes its fixture
+with ``upstream = upstream_fixture()`` (one server per module); tests that inspect ``requests()``
+should pick their records by a unique marker in the prompt (or ``clear()`` first).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 import pytest
@@ -110,7 +110,11 @@ def header(record: dict[str, Any], name: str) -> str | None:
     return next((v for k, v in record["headers"].items() if k.lower() == lname), None)
 
 
-@pytest.fixture(scope="session")
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as up:
-        yield up
+def upstream_fixture(scope: Literal["module", "session"] = "module") -> Any:
+    """A pytest fixture that runs one fake upstream for the module (or the session)."""
+
+    def upstream() -> Iterator[FakeUpstream]:
+        with FakeUpstream() as up:
+            yield up
+
+    return pytest.fixture(scope=scope, name="upstream")(upstream)
