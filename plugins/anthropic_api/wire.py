@@ -12,7 +12,8 @@
   tools (``web_search_20250305`` …) pass through from ``raw``, other providers' built-ins drop;
 - tool_choice auto/required/tool/none → auto/any/tool/none, ``parallel_tool_calls: false`` →
   ``disable_parallel_tool_use``; ``Reasoning`` → ``thinking: {type: enabled, budget_tokens}``
-  (effort low/medium/high → a budget when only effort is given);
+  (effort low/medium/high → a budget when only effort is given; a client's max_tokens caps the
+  budget, a defaulted max_tokens grows by the budget);
 - ``max_tokens`` is required: the request's, else ``params.max_tokens``, else ``config.max_tokens``,
   else 4096. ``config.params`` are defaults the request overrides.
 ``parse_message(raw)`` → canonical ``Response``; usage follows the canonical convention
@@ -257,23 +258,28 @@ def _tools(req: Request) -> list[dict[str, Any]]:
     return out
 
 
-def _thinking(req: Request, max_tokens: int) -> dict[str, Any] | None:
+def _thinking(req: Request, max_tokens: int, client_max: bool) -> tuple[dict[str, Any] | None, int]:
+    """(thinking block, max_tokens). The API requires max_tokens > budget_tokens: a max_tokens the
+    client chose caps the budget; a default one grows to leave the answer its usual room."""
     r = req.reasoning
     if r is None or not r.enabled:
-        return None
+        return None, max_tokens
     budget = r.budget_tokens or BUDGET_BY_EFFORT.get(r.effort or "", 0)
     if not budget:
-        return None
-    budget = min(budget, max_tokens - 1)  # the API requires max_tokens > budget_tokens
+        return None, max_tokens
+    if not client_max:
+        return {"type": "enabled", "budget_tokens": budget}, max(max_tokens, budget + max_tokens)
+    budget = min(budget, max_tokens - 1)
     if budget < MIN_BUDGET:
-        return None
-    return {"type": "enabled", "budget_tokens": budget}
+        return None, max_tokens
+    return {"type": "enabled", "budget_tokens": budget}, max_tokens
 
 
 def build_body(req: Request, config: dict[str, Any], stream: bool) -> dict[str, Any]:
     params = config.get("params") or {}
     body: dict[str, Any] = {k: v for k, v in params.items() if k not in ("model", "messages", "system", "stream")}
     max_tokens = req.max_tokens or params.get("max_tokens") or config.get("max_tokens") or DEFAULT_MAX_TOKENS
+    thinking, max_tokens = _thinking(req, max_tokens, req.max_tokens is not None)
     system, messages = _messages(req)
     body["model"] = config["model"]
     body["max_tokens"] = max_tokens
@@ -300,7 +306,6 @@ def build_body(req: Request, config: dict[str, Any], stream: bool) -> dict[str, 
         body["top_p"] = req.top_p
     if req.stop:
         body["stop_sequences"] = req.stop
-    thinking = _thinking(req, max_tokens)
     if thinking is not None:
         body["thinking"] = thinking
     user_id = req.metadata.get("user_id") or req.user
