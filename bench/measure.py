@@ -30,6 +30,9 @@ from bench.upstream import expected_reply
 PROMPT = "Say hello."
 SYSTEM = "You are a concise assistant."
 T = TypeVar("T")
+# Pause before each memory reading of the soak (seconds): lets in-flight trace batches land and closed
+# connections be released, so what is measured is what stays, not what is passing through.
+SETTLE_S = 1.0
 
 
 @dataclass
@@ -48,12 +51,15 @@ class BenchConfig:
     growth_max_s: float = 300.0
     litellm: bool = True
     litellm_workers: int = 2
+    ab_rounds: int = 3
+    ab_seconds: float = 5.0
 
     @classmethod
     def quick(cls) -> BenchConfig:
         """Seconds, not minutes: proves the harness works (the smoke test), measures nothing meaningful."""
         return cls(warmup_s=1, c1_requests=200, c1_min_s=1, c1_max_s=1, load_s=1, ttfb_requests=30, ttfb_max_s=5,
-                   soak_concurrency=50, soak_delay_ms=5, growth_requests=500, growth_max_s=20, litellm=False)
+                   soak_concurrency=50, soak_delay_ms=5, growth_requests=500, growth_max_s=20, litellm=False,
+                   ab_rounds=1, ab_seconds=1)
 
 
 def body(model: str, *, stream: bool, prompt: str = PROMPT) -> bytes:
@@ -207,10 +213,44 @@ class SoakReport:
     upstream_streams_cancelled: int | None = None
     error: str | None = None
 
+
+@dataclass
+class TracingAB:
+    """Throughput at c=32 of tracing on and off, measured in alternating rounds while both are up, so a
+    change in the machine's background load hits both alike (a single run each is too noisy for 10%)."""
+
+    rounds: int
+    seconds: float
+    on_rps: list[float] = field(default_factory=list)
+    off_rps: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    @staticmethod
+    def _median(xs: list[float]) -> float | None:
+        return sorted(xs)[len(xs) // 2] if xs else None
+
     @property
-    def rss_ratio(self) -> float | None:
-        last = self.rss_after_growth_mb or self.rss_after_soak_mb
-        return None if last is None or self.rss_before_mb <= 0 else last / self.rss_before_mb
+    def on_median(self) -> float | None:
+        return self._median(self.on_rps)
+
+    @property
+    def off_median(self) -> float | None:
+        return self._median(self.off_rps)
+
+
+def tracing_ab(on: Target, off: Target, wrk: str, cfg: BenchConfig, log: Callable[[str], None]) -> TracingAB:
+    log(f"  tracing on vs off: {cfg.ab_rounds} alternating rounds of {cfg.ab_seconds:.0f}s at c=32")
+    ab = TracingAB(rounds=cfg.ab_rounds, seconds=cfg.ab_seconds)
+    plain_on, plain_off = [body(on.model, stream=False)], [body(off.model, stream=False)]
+    for i in range(cfg.ab_rounds):
+        # Alternate which goes first so neither always follows the other's warm caches.
+        order = [(on, plain_on, ab.on_rps), (off, plain_off, ab.off_rps)]
+        for target, bodies, sink in (order if i % 2 == 0 else order[::-1]):
+            res = run_wrk(wrk, target.url, connections=32, duration_s=cfg.ab_seconds, bodies=bodies,
+                          headers=target.headers)
+            sink.append(res.rps)
+            ab.errors += res.errors
+    return ab
 
 
 def soak_prompt(i: int) -> str:
@@ -221,6 +261,7 @@ def measure_soak(target: Target, wrk: str, cfg: BenchConfig, paced: Upstream, rp
                  log: Callable[[str], None]) -> SoakReport:
     assert target.service is not None
     pid = target.service.pid
+    time.sleep(SETTLE_S)
     report = SoakReport(concurrency=cfg.soak_concurrency, chunk_delay_ms=cfg.soak_delay_ms,
                         rss_before_mb=tree_memory(pid).rss_mb)
     log(f"  {target.name}: soak, {cfg.soak_concurrency} concurrent streams, chunks {cfg.soak_delay_ms:g} ms apart")
@@ -229,6 +270,7 @@ def measure_soak(target: Target, wrk: str, cfg: BenchConfig, paced: Upstream, rp
         body=lambda i: body(PACED_MODEL, stream=True, prompt=soak_prompt(i)),
         expected=lambda i: expected_reply(soak_prompt(i), paced.chunks), headers=target.headers))
     report.upstream_streams_cancelled = paced.stats()["streams_cancelled"]
+    time.sleep(SETTLE_S)
     report.rss_after_soak_mb = tree_memory(pid).rss_mb
     log(f"  {target.name}: growth check, {cfg.growth_requests} requests (streamed and not, alternating)")
     mixed = [body(target.model, stream=False), body(target.model, stream=True)]
@@ -244,8 +286,7 @@ def measure_soak(target: Target, wrk: str, cfg: BenchConfig, paced: Upstream, rp
         wall += res.duration_s
         rate = max(res.rps, 50.0)
     report.growth_rps = report.growth_requests / wall if wall else None
-    # Let in-flight trace batches land before reading memory: what is measured is what stays.
-    time.sleep(1.0)
+    time.sleep(SETTLE_S)
     report.rss_after_growth_mb = tree_memory(pid).rss_mb
     return report
 

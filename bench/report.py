@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.measure import SoakReport, TargetResult
+from bench.measure import SoakReport, TargetResult, TracingAB
 
 ROW_LABELS = {"direct": "direct (no gateway)", "flowbase": "flowbase, tracing on",
               "flowbase-notrace": "flowbase, tracing off", "litellm": "LiteLLM proxy"}
@@ -64,7 +64,7 @@ def _f(v: float | None, fmt: str = "{:.2f}") -> str:
     return "—" if v is None else fmt.format(v)
 
 
-def checks(results: dict[str, TargetResult], soak: SoakReport | None) -> list[Check]:
+def checks(results: dict[str, TargetResult], soak: SoakReport | None, ab: TracingAB | None = None) -> list[Check]:
     direct, fb, fb_off, ll = (_ok(results.get(k)) for k in ("direct", "flowbase", "flowbase-notrace", "litellm"))
     out: list[Check] = []
     fb_add = added(fb, direct) if fb and direct else None
@@ -89,11 +89,18 @@ def checks(results: dict[str, TargetResult], soak: SoakReport | None) -> list[Ch
     out.append(Check("resident memory after the run vs LiteLLM", f"{_f(m_fb, '{:.0f}')} vs {_f(m_ll, '{:.0f}')} MB",
                      "≤ 1/4 of LiteLLM's", _verdict(cond)))
 
-    on = fb.c32.rps if fb and fb.c32 else None
-    off = fb_off.c32.rps if fb_off and fb_off.c32 else None
+    on: float | None
+    off: float | None
+    if ab is not None and ab.on_median and ab.off_median:
+        on, off, how = ab.on_median, ab.off_median, f"median of {ab.rounds} alternating rounds"
+    else:
+        on = fb.c32.rps if fb and fb.c32 else None
+        off = fb_off.c32.rps if fb_off and fb_off.c32 else None
+        how = "one run each"
     cond = None if on is None or off is None else on >= 0.9 * off
     out.append(Check("tracing on vs off, throughput at c=32", f"{_f(on, '{:.0f}')} vs {_f(off, '{:.0f}')} req/s"
-                     + (f" ({100 * on / off:.0f}%)" if on and off else ""), "≥ 90% of tracing off", _verdict(cond)))
+                     + (f" ({100 * on / off:.0f}%, {how})" if on and off else ""), "≥ 90% of tracing off",
+                     _verdict(cond)))
 
     errs = None
     if fb and fb.c32 and fb.c128:
@@ -105,15 +112,19 @@ def checks(results: dict[str, TargetResult], soak: SoakReport | None) -> list[Ch
     out.append(Check(f"soak: {soak.concurrency if soak else '—'} concurrent streams complete correctly",
                      f"{s.completed_ok}/{s.requests} ok" if s else "—", "all",
                      _verdict(None if s is None else s.failed == 0 and s.requests > 0)))
-    ratio = soak.rss_ratio if soak is not None else None
-    grown = soak is not None and soak.growth_requests > 0
-    out.append(Check(f"soak: memory after soak + {soak.growth_requests if soak else 0} requests vs before",
-                     (f"{soak.rss_before_mb:.0f} → {_f(soak.rss_after_soak_mb, '{:.0f}')} → "
-                      f"{_f(soak.rss_after_growth_mb, '{:.0f}')} MB ({ratio:.2f}x), {soak.growth_errors} errors")
-                     if soak is not None and ratio is not None else "—",
-                     "≤ 1.2x, 0 errors",
-                     _verdict(None if soak is None or ratio is None or not grown
-                              else ratio <= 1.2 and soak.growth_errors == 0)))
+    before = soak.rss_before_mb if soak is not None and soak.rss_before_mb > 0 else None
+    after_soak = soak.rss_after_soak_mb if soak is not None else None
+    r1 = None if before is None or after_soak is None else after_soak / before
+    out.append(Check("soak: memory after the soak vs before it",
+                     f"{_f(before, '{:.0f}')} → {_f(after_soak, '{:.0f}')} MB ({_f(r1)}x)", "≤ 1.2x",
+                     _verdict(None if r1 is None else r1 <= 1.2)))
+    n = soak.growth_requests if soak is not None else 0
+    after_growth = soak.rss_after_growth_mb if soak is not None and n > 0 else None
+    r2 = None if before is None or after_growth is None else after_growth / before
+    errors = soak.growth_errors if soak is not None else 0
+    out.append(Check(f"growth: memory after the soak and {n} more requests vs before the soak",
+                     f"{_f(before, '{:.0f}')} → {_f(after_growth, '{:.0f}')} MB ({_f(r2)}x), {errors} errors",
+                     "≤ 1.2x, 0 errors", _verdict(None if r2 is None else r2 <= 1.2 and errors == 0)))
     return out
 
 
@@ -158,7 +169,7 @@ def text_table(results: dict[str, TargetResult], checks_: list[Check]) -> str:
             others = c.machine_pct - c.gateway_pct - c.upstream_pct - c.loadgen_pct
             lines.append(f"CPU at c=32, {ROW_LABELS.get(res.name, res.name)}: machine {c.machine_pct:.0f}% = gateway "
                          f"{c.gateway_pct:.0f}% + upstream {c.upstream_pct:.0f}% + wrk {c.loadgen_pct:.0f}% "
-                         f"+ everything else {others:.0f}% (100% = one core)")
+                         f"+ everything else {max(others, 0.0):.0f}% (100% = one core)")
     lines.append("")
     cw = max(len(c.name) for c in checks_) if checks_ else 0
     lines += [f"{c.verdict:4}  {c.name.ljust(cw)}  {c.value}   (target {c.goal})" for c in checks_]

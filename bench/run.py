@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,24 +108,20 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _measure(name: str, start: Any, wrk: str, cfg: measure.BenchConfig, upstream: targets.Upstream,
-             after: Any = None) -> tuple[measure.TargetResult, Any]:
-    """Start a target, measure it, run ``after(target, result)`` while it is still up, stop it."""
+def _measure(name: str, start: Callable[[], targets.Target], wrk: str, cfg: measure.BenchConfig,
+             upstream: targets.Upstream, live: list[targets.Target]) -> tuple[measure.TargetResult, targets.Target | None]:
+    """Start a target and measure it; it stays up (in ``live``) for later phases. ``None`` if it failed."""
     _log(f"{name}: starting")
     target: targets.Target | None = None
-    extra = None
     try:
         target = start()
-        result = measure.measure_target(target, wrk, cfg, upstream, _log)
-        if after is not None:
-            extra = after(target, result)
+        live.append(target)
+        return measure.measure_target(target, wrk, cfg, upstream, _log), target
     except (ServiceError, measure.TargetFailed, LoadGenError, OSError) as exc:
         _log(f"{name}: FAILED: {exc}")
-        result = measure.TargetResult(name, status="failed", error=str(exc))
-    finally:
         if target is not None:
             target.stop()
-    return result, extra
+        return measure.TargetResult(name, status="failed", error=str(exc)), None
 
 
 def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, results_dir: Path = RESULTS_DIR,
@@ -145,31 +142,39 @@ def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, result
             info["litellm"] = f"install failed: {exc}"
     results: dict[str, measure.TargetResult] = {}
     soak: measure.SoakReport | None = None
+    ab: measure.TracingAB | None = None
+    live: list[targets.Target] = []
     upstream = targets.start_upstream(work, chunks=cfg.chunks, delay_ms=0, label="fast")
     paced = None
     try:
         if "flowbase" in only:
             paced = targets.start_upstream(work, chunks=cfg.chunks, delay_ms=cfg.soak_delay_ms, label="paced")
         if "direct" in only:
-            results["direct"], _ = _measure("direct", lambda: targets.direct_target(upstream), wrk, cfg, upstream)
+            results["direct"], _ = _measure("direct", lambda: targets.direct_target(upstream), wrk, cfg, upstream,
+                                            live)
+        fb_on = fb_off = None
         if "flowbase" in only:
-            def soak_after(target: targets.Target, res: measure.TargetResult) -> measure.SoakReport:
-                assert paced is not None
-                rps = res.c32.rps if res.c32 else 1000.0
-                try:
-                    return measure.measure_soak(target, wrk, cfg, paced, rps, _log)
-                except (LoadGenError, OSError) as exc:
-                    return measure.SoakReport(cfg.soak_concurrency, cfg.soak_delay_ms, 0.0, error=str(exc))
-
-            results["flowbase"], soak = _measure(
+            results["flowbase"], fb_on = _measure(
                 "flowbase", lambda: targets.start_flowbase(work, name="flowbase", tracing=True, upstream=upstream,
-                                                           paced=paced, api_key=api_key),
-                wrk, cfg, upstream, after=soak_after)
+                                                           paced=paced, api_key=api_key), wrk, cfg, upstream, live)
+            c32 = results["flowbase"].c32
+            if fb_on is not None and paced is not None:
+                try:
+                    soak = measure.measure_soak(fb_on, wrk, cfg, paced, c32.rps if c32 else 1000.0, _log)
+                except (LoadGenError, OSError) as exc:
+                    soak = measure.SoakReport(cfg.soak_concurrency, cfg.soak_delay_ms, 0.0, error=str(exc))
         if "flowbase-notrace" in only:
-            results["flowbase-notrace"], _ = _measure(
+            results["flowbase-notrace"], fb_off = _measure(
                 "flowbase-notrace", lambda: targets.start_flowbase(work, name="flowbase-notrace", tracing=False,
                                                                    upstream=upstream, paced=None, api_key=api_key),
-                wrk, cfg, upstream)
+                wrk, cfg, upstream, live)
+        if fb_on is not None and fb_off is not None:
+            try:
+                ab = measure.tracing_ab(fb_on, fb_off, wrk, cfg, _log)
+            except (LoadGenError, OSError) as exc:
+                _log(f"tracing on/off comparison failed: {exc}")
+        for t in live:
+            t.stop()
         if "litellm" in only:
             if not cfg.litellm:
                 results["litellm"] = measure.TargetResult("litellm", status="skipped", error="--no-litellm")
@@ -179,13 +184,15 @@ def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, result
                 results["litellm"], _ = _measure(
                     "litellm", lambda: targets.start_litellm(work, upstream=upstream, api_key=api_key,
                                                              workers=cfg.litellm_workers),
-                    wrk, cfg, upstream)
+                    wrk, cfg, upstream, live)
     finally:
+        for t in live:
+            t.stop()
         upstream.service.stop()
         if paced is not None:
             paced.service.stop()
 
-    checks = report.checks(results, soak)
+    checks = report.checks(results, soak, ab)
     machine = f"{info['cores']} cores ({info['cpu_model']}), Python {info['python']}"
     table = report.text_table(results, checks)
     md_table = report.markdown(results, checks, machine)
@@ -206,6 +213,7 @@ def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, result
         "added_over_direct_ms": {k: _jsonable(report.added(v, results["direct"])) for k, v in results.items()
                                  if k != "direct" and "direct" in results},
         "soak": _jsonable(soak),
+        "tracing_ab": _jsonable(ab),
         "checks": _jsonable(checks),
         "markdown": md_table,
     }
