@@ -24,6 +24,7 @@ import msgspec
 from bench import client
 from bench.loadgen import WrkResult, run_wrk
 from bench.procs import CLK_TCK, TreeMemory, cpu_delta, tree_cpu, tree_memory
+from bench.profile import ProcessProfile, Profiler
 from bench.targets import PACED_MODEL, Target, Upstream
 from bench.upstream import expected_reply
 
@@ -53,6 +54,7 @@ class BenchConfig:
     litellm_workers: int = 2
     ab_rounds: int = 3
     ab_seconds: float = 5.0
+    profile: bool = False  # py-spy the gateways during the c=32 phase (perturbs that phase's numbers)
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -115,6 +117,7 @@ class TargetResult:
     memory_idle: TreeMemory | None = None
     memory: TreeMemory | None = None
     upstream_requests: int | None = None
+    profile: list[ProcessProfile] | None = None
 
 
 class TargetFailed(RuntimeError):
@@ -168,7 +171,7 @@ def _load(wrk: str, target: Target, upstream: Upstream, connections: int, durati
 
 
 def measure_target(target: Target, wrk: str, cfg: BenchConfig, upstream: Upstream,
-                   log: Callable[[str], None]) -> TargetResult:
+                   log: Callable[[str], None], profiler: Profiler | None = None) -> TargetResult:
     result = TargetResult(target.name, info=dict(target.info))
     if target.service is not None:
         result.startup_s = round(target.service.ready_after_s, 2)
@@ -184,7 +187,12 @@ def measure_target(target: Target, wrk: str, cfg: BenchConfig, upstream: Upstrea
     result.c1 = run_wrk(wrk, target.url, connections=1, duration_s=c1_s, bodies=plain, headers=target.headers)
     for conns in (32, 128):
         log(f"  {target.name}: concurrency {conns} for {cfg.load_s:.0f}s")
+        sampled = profiler if conns == 32 and target.service is not None else None
+        if sampled is not None and target.service is not None:
+            sampled.start(target.service.pid, cfg.load_s, target.name)
         res, cpu = _load(wrk, target, upstream, conns, cfg.load_s, plain)
+        if sampled is not None:
+            result.profile = sampled.finish()
         if conns == 32:
             result.c32, result.cpu32 = res, cpu
         else:

@@ -40,6 +40,8 @@ from typing import Any
 from bench import measure, report, targets
 from bench.loadgen import LoadGenError, ensure_wrk, wrk_version
 from bench.procs import ServiceError
+from bench.profile import Profiler, ensure_pyspy
+from bench.profile import render as render_profile
 
 RESULTS_DIR = targets.BENCH_DIR / "results"
 ALL_TARGETS = ("direct", "flowbase", "flowbase-notrace", "litellm")
@@ -109,14 +111,15 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _measure(name: str, start: Callable[[], targets.Target], wrk: str, cfg: measure.BenchConfig,
-             upstream: targets.Upstream, live: list[targets.Target]) -> tuple[measure.TargetResult, targets.Target | None]:
+             upstream: targets.Upstream, live: list[targets.Target],
+             profiler: Profiler | None = None) -> tuple[measure.TargetResult, targets.Target | None]:
     """Start a target and measure it; it stays up (in ``live``) for later phases. ``None`` if it failed."""
     _log(f"{name}: starting")
     target: targets.Target | None = None
     try:
         target = start()
         live.append(target)
-        return measure.measure_target(target, wrk, cfg, upstream, _log), target
+        return measure.measure_target(target, wrk, cfg, upstream, _log, profiler), target
     except (ServiceError, measure.TargetFailed, LoadGenError, OSError) as exc:
         _log(f"{name}: FAILED: {exc}")
         if target is not None:
@@ -140,6 +143,7 @@ def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, result
             info["litellm"] = targets.ensure_litellm(litellm_spec, work / "litellm-install.log")
         except (subprocess.SubprocessError, OSError) as exc:
             info["litellm"] = f"install failed: {exc}"
+    profiler = Profiler(ensure_pyspy(), work / "profiles") if cfg.profile else None
     results: dict[str, measure.TargetResult] = {}
     soak: measure.SoakReport | None = None
     ab: measure.TracingAB | None = None
@@ -156,7 +160,8 @@ def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, result
         if "flowbase" in only:
             results["flowbase"], fb_on = _measure(
                 "flowbase", lambda: targets.start_flowbase(work, name="flowbase", tracing=True, upstream=upstream,
-                                                           paced=paced, api_key=api_key), wrk, cfg, upstream, live)
+                                                           paced=paced, api_key=api_key), wrk, cfg, upstream, live,
+                profiler)
             c32 = results["flowbase"].c32
             if fb_on is not None and paced is not None:
                 try:
@@ -167,7 +172,7 @@ def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, result
             results["flowbase-notrace"], fb_off = _measure(
                 "flowbase-notrace", lambda: targets.start_flowbase(work, name="flowbase-notrace", tracing=False,
                                                                    upstream=upstream, paced=None, api_key=api_key),
-                wrk, cfg, upstream, live)
+                wrk, cfg, upstream, live, profiler)
         if fb_on is not None and fb_off is not None:
             try:
                 ab = measure.tracing_ab(fb_on, fb_off, wrk, cfg, _log)
@@ -184,7 +189,7 @@ def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, result
                 results["litellm"], _ = _measure(
                     "litellm", lambda: targets.start_litellm(work, upstream=upstream, api_key=api_key,
                                                              workers=cfg.litellm_workers),
-                    wrk, cfg, upstream, live)
+                    wrk, cfg, upstream, live, profiler)
     finally:
         for t in live:
             t.stop()
@@ -202,6 +207,8 @@ def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, result
     for res in results.values():
         if res.status == "failed":
             print(f"{res.name} failed: {res.error}")
+        if res.profile:
+            print(f"\nprofile of {res.name} at c=32 (py-spy, on-CPU samples):\n{render_profile(res.profile)}")
     print("\nREADME table (markdown):\n\n" + md_table + "\n")
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     doc: dict[str, Any] = {
@@ -224,7 +231,7 @@ def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, result
     tmp.rename(out)
     doc["results_file"] = str(out)
     print(f"results: {out}")
-    if keep_logs or any(r.status == "failed" for r in results.values()):
+    if keep_logs or cfg.profile or any(r.status == "failed" for r in results.values()):
         print(f"logs: {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
@@ -248,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--growth", type=int, help="requests in the memory growth check (default 50000)")
     ap.add_argument("--load-seconds", type=float, help="seconds per throughput phase (default 10)")
     ap.add_argument("--keep-logs", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="py-spy each gateway during c=32 and print its hot path (that phase's numbers are perturbed)")
     ap.add_argument("--strict", action="store_true", help="exit 1 if any target check FAILs")
     args = ap.parse_args(argv)
     cfg = measure.BenchConfig.quick() if args.quick else measure.BenchConfig()
@@ -257,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.soak_concurrency = args.soak
     if args.growth is not None:
         cfg.growth_requests = args.growth
+    cfg.profile = args.profile
     if args.load_seconds is not None:
         cfg.load_s = args.load_seconds
     only = tuple(t.strip() for t in args.targets.split(",") if t.strip())
