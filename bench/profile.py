@@ -34,6 +34,8 @@ def ensure_pyspy() -> str:
     binary = TOOLS_VENV / "bin" / "py-spy"
     if not binary.exists():
         subprocess.run([sys.executable, "-m", "venv", str(TOOLS_VENV)], check=True, capture_output=True)
+        # Keeps the tool venv out of git without touching the project's .gitignore.
+        (TOOLS_VENV / ".gitignore").write_text("*\n")
         subprocess.run([str(TOOLS_VENV / "bin" / "python"), "-m", "pip", "install", "-q",
                         "--disable-pip-version-check", "py-spy"], check=True, capture_output=True,
                        timeout=PIP_TIMEOUT_S)
