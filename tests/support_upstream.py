@@ -6,9 +6,11 @@
         up.requests()           # every request it received, oldest first (see fake_upstream's docstring)
         up.clear()              # forget them (and its prompt cache)
 
-``header(record, name)`` reads a recorded header case-insensitively. A test module makes its fixture
-with ``upstream = upstream_fixture()`` (one server per module); tests that inspect ``requests()``
-should pick their records by a unique marker in the prompt (or ``clear()`` first).
+``header(record, name)`` reads a recorded header case-insensitively. Fixtures: ``upstream`` is a
+session-scoped one (import it with ``# noqa: F401``, parameters named after it need ``# noqa: F811``);
+or a module makes its own with ``upstream = upstream_fixture()`` (one server per module, no noqa).
+Tests that inspect ``requests()`` should pick their records by a unique marker in the prompt (or
+``clear()`` first).
 """
 
 from __future__ import annotations
@@ -118,3 +120,6 @@ def upstream_fixture(scope: Literal["module", "session"] = "module") -> Any:
             yield up
 
     return pytest.fixture(scope=scope, name="upstream")(upstream)
+
+
+upstream = upstream_fixture("session")
