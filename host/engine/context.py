@@ -11,7 +11,6 @@ from typing import Any
 
 import msgspec
 
-
 from host.engine.workflow import Node
 from plugin_sdk.types import Message, Request, TextPart, last_user_text, text_message
 

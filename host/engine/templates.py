@@ -24,7 +24,7 @@ class TemplateError(ValueError):
 class Template:
     """A compiled template; ``names`` are the top-level variables it reads."""
 
-    __slots__ = ("source", "names", "_tpl", "_static")
+    __slots__ = ("_static", "_tpl", "names", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -44,7 +44,7 @@ class Template:
 
 
 class Condition:
-    __slots__ = ("source", "names", "_expr")
+    __slots__ = ("_expr", "names", "source")
 
     def __init__(self, source: str) -> None:
         src = source.strip()
