@@ -28,7 +28,7 @@ import msgspec
 
 from plugin_sdk.errors import NodeError, UpstreamError
 from plugin_sdk.node import NodeContext
-from plugin_sdk.types import Accumulator, Response
+from plugin_sdk.types import Response
 from plugins.anthropic_api.stream import EventFolder, SSELines, decode_event
 from plugins.anthropic_api.wire import build_body, error_message, parse_message
 
@@ -179,7 +179,6 @@ async def run(ctx: NodeContext) -> Response:
 
 async def _read_stream(ctx: NodeContext, resp: httpx.Response, model: str) -> Response:
     folder = EventFolder(model)
-    acc = Accumulator()
     lines = SSELines()
     async for chunk in resp.aiter_bytes():
         for payload in lines.feed(chunk):
@@ -188,11 +187,10 @@ async def _read_stream(ctx: NodeContext, resp: httpx.Response, model: str) -> Re
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 raise UpstreamError(f"upstream sent an unreadable stream event: {exc}", status=502) from exc
             for out in folder.feed(ev):
-                acc.feed(out)
                 await ctx.emit(out)
     if not folder.done:
         raise UpstreamError("upstream closed the stream before message_stop", status=502)
-    return acc.response()
+    return folder.response()
 
 
 def _record(ctx: NodeContext, provider: str, model: str, started: float, body: dict[str, Any], *,

@@ -11,6 +11,8 @@ its event ``type``, so the ``event:`` lines need not be tracked). ``EventFolder.
   indexes stay dense;
 - ``message_delta`` → stop reason and output usage; ``message_stop`` → ``StreamEnd``;
 - ``error`` → ``UpstreamError`` with the status the error type stands for; ``ping`` is ignored.
+``response()`` is then the whole answer, collected as the events went out (fragments are joined
+once at the end, so a long answer costs linear time).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from plugin_sdk.types import (
     BlockStart,
     BlockStop,
     Part,
+    Response,
     StopReason,
     StreamEnd,
     StreamEvent,
@@ -82,10 +85,15 @@ def _max_usage(a: Usage, u: WireUsage) -> Usage:
 
 
 class EventFolder:
-    __slots__ = ("args_seen", "blocks", "done", "model", "next_index", "stop_reason", "stop_sequence", "tools", "usage")
+    __slots__ = ("args_seen", "blocks", "done", "heads", "id", "model", "next_index", "pieces", "signatures",
+                 "stop_reason", "stop_sequence", "tools", "usage")
 
     def __init__(self, model: str) -> None:
         self.model = model
+        self.id = ""
+        self.heads: list[Part] = []  # each canonical block's opening part
+        self.pieces: list[list[str]] = []  # its text / thinking / argument fragments
+        self.signatures: list[list[str]] = []  # thinking signature fragments
         self.blocks: dict[int, int] = {}  # Anthropic block index → canonical block index
         self.tools: set[int] = set()  # canonical indexes of tool-call blocks
         self.args_seen: set[int] = set()  # tool-call blocks that received argument JSON
@@ -102,17 +110,19 @@ class EventFolder:
             d = ev.delta
             if idx is None or d is None:
                 return []
-            if d.type == "text_delta":
-                return [BlockDelta(idx, text=d.text or "")]
-            if d.type == "input_json_delta":
-                if not d.partial_json:
-                    return []
+            if d.type == "text_delta" and d.text:
+                self.pieces[idx].append(d.text)
+                return [BlockDelta(idx, text=d.text)]
+            if d.type == "input_json_delta" and d.partial_json:
                 self.args_seen.add(idx)
+                self.pieces[idx].append(d.partial_json)
                 return [BlockDelta(idx, arguments=d.partial_json)]
-            if d.type == "thinking_delta":
-                return [BlockDelta(idx, text=d.thinking or "")]
-            if d.type == "signature_delta":
-                return [BlockDelta(idx, signature=d.signature or "")]
+            if d.type == "thinking_delta" and d.thinking:
+                self.pieces[idx].append(d.thinking)
+                return [BlockDelta(idx, text=d.thinking)]
+            if d.type == "signature_delta" and d.signature:
+                self.signatures[idx].append(d.signature)
+                return [BlockDelta(idx, signature=d.signature)]
             return []
         if t == "content_block_start":
             b = ev.content_block
@@ -133,14 +143,17 @@ class EventFolder:
             idx = self.next_index
             self.next_index += 1
             self.blocks[ev.index] = idx
+            self.heads.append(part)
+            self.pieces.append([])
+            self.signatures.append([])
             out: list[StreamEvent] = [BlockStart(idx, part)]
             if b.type == "tool_use":
                 self.tools.add(idx)
-            elif b.text:
-                out.append(BlockDelta(idx, text=b.text))
-            elif b.thinking:
-                out.append(BlockDelta(idx, text=b.thinking))
+            elif b.text or b.thinking:
+                self.pieces[idx].append(b.text or b.thinking or "")
+                out.append(BlockDelta(idx, text=b.text or b.thinking or ""))
             if b.signature:
+                self.signatures[idx].append(b.signature)
                 out.append(BlockDelta(idx, signature=b.signature))
             return out
         if t == "content_block_stop":
@@ -149,13 +162,15 @@ class EventFolder:
                 return []
             # A tool called with no arguments streams no input_json_delta; its input is still {}.
             if idx in self.tools and idx not in self.args_seen:
+                self.pieces[idx].append("{}")
                 return [BlockDelta(idx, arguments="{}"), BlockStop(idx)]
             return [BlockStop(idx)]
         if t == "message_start":
             m = ev.message or WireMessage()
             if m.usage is not None:
                 self.usage = _max_usage(self.usage, m.usage)
-            return [StreamStart(id=m.id, model=m.model or self.model, usage=msgspec.structs.replace(self.usage))]
+            self.id, self.model = m.id, m.model or self.model
+            return [StreamStart(id=self.id, model=self.model, usage=msgspec.structs.replace(self.usage))]
         if t == "message_delta":
             if ev.delta is not None and ev.delta.stop_reason:
                 self.stop_reason = STOP.get(ev.delta.stop_reason, "end_turn")
@@ -171,3 +186,17 @@ class EventFolder:
             raise UpstreamError(err.message or "upstream reported an error mid-stream",
                                 status=STATUS_BY_ERROR_TYPE.get(err.type, 500), code=err.type)
         return []  # ping and event types added after this was written
+
+    def response(self) -> Response:
+        content: list[Part] = []
+        for head, pieces, sigs in zip(self.heads, self.pieces, self.signatures):
+            joined = "".join(pieces)
+            if isinstance(head, ToolCallPart):
+                content.append(ToolCallPart(id=head.id, name=head.name, arguments=joined))
+            elif isinstance(head, ThinkingPart):
+                content.append(ThinkingPart(text=joined, signature="".join(sigs) or None,
+                                            redacted_data=head.redacted_data))
+            else:
+                content.append(TextPart(joined))
+        return Response(id=self.id, model=self.model, content=content, stop_reason=self.stop_reason,
+                        stop_sequence=self.stop_sequence, usage=self.usage)

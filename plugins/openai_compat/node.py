@@ -28,7 +28,7 @@ import msgspec
 
 from plugin_sdk.errors import NodeError, UpstreamError
 from plugin_sdk.node import NodeContext
-from plugin_sdk.types import Accumulator, Response
+from plugin_sdk.types import Response
 from plugins.openai_compat.stream import DONE, ChunkFolder, SSELines
 from plugins.openai_compat.wire import build_body, decode_completion, error_message, parse_completion
 
@@ -171,7 +171,6 @@ async def run(ctx: NodeContext) -> Response:
 
 async def _read_stream(ctx: NodeContext, resp: aiohttp.ClientResponse, model: str) -> Response:
     folder = ChunkFolder(model)
-    acc = Accumulator()
     lines = SSELines()
     done = False
     async for chunk in resp.content.iter_any():
@@ -186,14 +185,12 @@ async def _read_stream(ctx: NodeContext, resp: aiohttp.ClientResponse, model: st
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 raise UpstreamError(f"upstream sent an unreadable stream chunk: {exc}", status=502) from exc
             for ev in folder.feed(c):
-                acc.feed(ev)
                 await ctx.emit(ev)
     if not done and not folder.seen_finish:
         raise UpstreamError("upstream closed the stream before it finished", status=502)
     for ev in folder.finish_events():
-        acc.feed(ev)
         await ctx.emit(ev)
-    return acc.response()
+    return folder.response()
 
 
 def _record(ctx: NodeContext, provider: str, model: str, started: float, body: dict[str, Any], *,

@@ -9,8 +9,10 @@ for the next read). ``ChunkFolder.feed(chunk)`` turns one decoded chunk into can
 - ``tool_calls`` deltas keyed by their ``index`` → one tool-call block each (the block opens with
   the call's id and name; argument fragments follow as deltas);
 - ``finish_reason`` → the stop reason; a ``usage`` chunk → the final usage.
-``ChunkFolder.finish()`` closes the open blocks and ends the stream (``StreamEnd``). A chunk
-carrying ``{"error": …}`` (servers report mid-stream failures that way) raises ``UpstreamError``.
+``ChunkFolder.finish_events()`` closes the open blocks and ends the stream (``StreamEnd``);
+``response()`` is then the whole answer, collected as the events went out (text pieces are joined
+once at the end, so a long answer costs linear time). A chunk carrying ``{"error": …}`` (servers
+report mid-stream failures that way) raises ``UpstreamError``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from plugin_sdk.types import (
     BlockDelta,
     BlockStart,
     BlockStop,
+    Part,
+    Response,
     StopReason,
     StreamEnd,
     StreamEvent,
@@ -53,10 +57,14 @@ class SSELines:
 
 
 class ChunkFolder:
-    __slots__ = ("finish", "kind", "model", "next_index", "open", "seen_finish", "started", "tools", "usage")
+    __slots__ = ("finish", "heads", "id", "kind", "model", "next_index", "open", "pieces", "seen_finish", "started",
+                 "tools", "usage")
 
     def __init__(self, model: str) -> None:
         self.model = model
+        self.id = ""
+        self.heads: list[TextPart | ThinkingPart | ToolCallPart] = []  # each block's opening part
+        self.pieces: list[list[str]] = []  # each block's text / argument fragments
         self.started = False
         self.next_index = 0
         self.open: int | None = None  # the block currently open
@@ -77,6 +85,8 @@ class ChunkFolder:
         idx = self.next_index
         self.next_index += 1
         self.open, self.kind = idx, kind
+        self.heads.append(part)
+        self.pieces.append([])
         out.append(BlockStart(idx, part))
         return idx
 
@@ -95,7 +105,8 @@ class ChunkFolder:
                                 code=code if isinstance(code, str) else None)
         if not self.started:
             self.started = True
-            out.append(StreamStart(id=c.id, model=c.model or self.model))
+            self.id, self.model = c.id, c.model or self.model
+            out.append(StreamStart(id=self.id, model=self.model))
         if c.usage is not None:
             self.usage = to_usage(c.usage)
         if not c.choices:
@@ -105,22 +116,27 @@ class ChunkFolder:
         if d is not None:
             thinking = d.reasoning_content or d.reasoning
             if thinking:
-                out.append(BlockDelta(self._ensure("thinking", out), text=thinking))
+                idx = self._ensure("thinking", out)
+                self.pieces[idx].append(thinking)
+                out.append(BlockDelta(idx, text=thinking))
             text = d.content or d.refusal
             if text:
                 if d.refusal and not d.content:
                     self.finish = "refusal"
-                out.append(BlockDelta(self._ensure("text", out), text=text))
+                idx = self._ensure("text", out)
+                self.pieces[idx].append(text)
+                out.append(BlockDelta(idx, text=text))
             if d.tool_calls:
                 for pos, call in enumerate(d.tool_calls):
                     key = call.index if call.index is not None else pos
                     fn = call.function or FunctionCall()
-                    idx = self.tools.get(key)
-                    if idx is None:
-                        idx = self._begin("tool", ToolCallPart(id=call.id or "", name=fn.name or ""), out)
-                        self.tools[key] = idx
+                    block = self.tools.get(key)
+                    if block is None:
+                        block = self._begin("tool", ToolCallPart(id=call.id or "", name=fn.name or ""), out)
+                        self.tools[key] = block
                     if fn.arguments:
-                        out.append(BlockDelta(idx, arguments=fn.arguments))
+                        self.pieces[block].append(fn.arguments)
+                        out.append(BlockDelta(block, arguments=fn.arguments))
         if choice.finish_reason:
             self.seen_finish = True
             if self.finish != "refusal":
@@ -135,3 +151,15 @@ class ChunkFolder:
         self._close(out)
         out.append(StreamEnd(stop_reason=self.finish, usage=self.usage))
         return out
+
+    def response(self) -> Response:
+        content: list[Part] = []
+        for head, pieces in zip(self.heads, self.pieces):
+            joined = "".join(pieces)
+            if isinstance(head, ToolCallPart):
+                content.append(ToolCallPart(id=head.id, name=head.name, arguments=joined))
+            elif isinstance(head, ThinkingPart):
+                content.append(ThinkingPart(text=joined))
+            else:
+                content.append(TextPart(joined))
+        return Response(id=self.id, model=self.model, content=content, stop_reason=self.finish, usage=self.usage)
