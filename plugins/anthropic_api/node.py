@@ -50,27 +50,31 @@ _to_builtins = msgspec.to_builtins
 
 
 class Upstream:
-    __slots__ = ("client", "headers", "host", "url")
+    __slots__ = ("client", "headers", "host", "loop", "url")
 
-    def __init__(self, url: str, host: str, headers: dict[str, str], client: httpx.AsyncClient) -> None:
+    def __init__(self, url: str, host: str, headers: dict[str, str], client: httpx.AsyncClient,
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.url = url
         self.host = host
         self.headers = headers
         self.client = client
+        self.loop = loop
 
 
-_clients: dict[str, httpx.AsyncClient] = {}
+# Clients belong to the event loop that created them; the runner has one loop, tests may have several.
+_clients: dict[str, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
 _upstreams: dict[tuple[Any, ...], Upstream] = {}
 _timeouts: dict[float, httpx.Timeout] = {}
 
 
-def _client(base_url: str) -> httpx.AsyncClient:
-    c = _clients.get(base_url)
-    if c is None or c.is_closed:
-        limits = httpx.Limits(max_connections=POOL_LIMIT, max_keepalive_connections=POOL_LIMIT,
-                              keepalive_expiry=KEEPALIVE_S)
-        c = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(DEFAULT_READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
-        _clients[base_url] = c
+def _client(base_url: str, loop: asyncio.AbstractEventLoop) -> httpx.AsyncClient:
+    entry = _clients.get(base_url)
+    if entry is not None and entry[0] is loop and not entry[1].is_closed:
+        return entry[1]
+    limits = httpx.Limits(max_connections=POOL_LIMIT, max_keepalive_connections=POOL_LIMIT,
+                          keepalive_expiry=KEEPALIVE_S)
+    c = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(DEFAULT_READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
+    _clients[base_url] = (loop, c)
     return c
 
 
@@ -90,7 +94,8 @@ def _upstream(config: dict[str, Any]) -> Upstream:
     version = config.get("version") or DEFAULT_VERSION
     ident = (base, key, tuple(extra.items()) if extra else (), tuple(beta) if isinstance(beta, list) else beta, version)
     up = _upstreams.get(ident)
-    if up is not None and not up.client.is_closed:
+    loop = asyncio.get_running_loop()
+    if up is not None and up.loop is loop and not up.client.is_closed:
         return up
     headers = {"content-type": "application/json", "anthropic-version": version}
     if key:
@@ -100,7 +105,7 @@ def _upstream(config: dict[str, Any]) -> Upstream:
     if extra:
         headers.update(extra)
     host = urlsplit(base).netloc.rpartition("@")[2] or base
-    up = Upstream(_url(base), host, headers, _client(base))
+    up = Upstream(_url(base), host, headers, _client(base, loop), loop)
     _upstreams[ident] = up
     return up
 
@@ -114,11 +119,13 @@ def _timeout(config: dict[str, Any]) -> httpx.Timeout:
 
 
 async def close() -> None:
+    loop = asyncio.get_running_loop()
     clients = list(_clients.values())
     _clients.clear()
     _upstreams.clear()
-    for c in clients:
-        await c.aclose()
+    for owner, c in clients:
+        if owner is loop:  # another loop's client cannot be closed from here; it died with its loop
+            await c.aclose()
 
 
 async def run(ctx: NodeContext) -> Response:

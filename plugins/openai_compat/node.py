@@ -53,27 +53,31 @@ _to_builtins = msgspec.to_builtins
 class Upstream:
     """One configured upstream: its URL, pre-built headers and the shared session for its base_url."""
 
-    __slots__ = ("headers", "host", "session", "url")
+    __slots__ = ("headers", "host", "loop", "session", "url")
 
-    def __init__(self, url: str, host: str, headers: dict[str, str], session: aiohttp.ClientSession) -> None:
+    def __init__(self, url: str, host: str, headers: dict[str, str], session: aiohttp.ClientSession,
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.url = url
         self.host = host
         self.headers = headers
         self.session = session
+        self.loop = loop
 
 
-_sessions: dict[str, aiohttp.ClientSession] = {}
+# Sessions belong to the event loop that created them; the runner has one loop, tests may have several.
+_sessions: dict[str, tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = {}
 _upstreams: dict[tuple[Any, ...], Upstream] = {}
 _timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
 
-def _session(base_url: str) -> aiohttp.ClientSession:
-    s = _sessions.get(base_url)
-    if s is None or s.closed:
-        connector = aiohttp.TCPConnector(limit=POOL_LIMIT, limit_per_host=POOL_LIMIT, keepalive_timeout=KEEPALIVE_S,
-                                         ttl_dns_cache=DNS_CACHE_S)
-        s = aiohttp.ClientSession(connector=connector)
-        _sessions[base_url] = s
+def _session(base_url: str, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
+    entry = _sessions.get(base_url)
+    if entry is not None and entry[0] is loop and not entry[1].closed:
+        return entry[1]
+    connector = aiohttp.TCPConnector(limit=POOL_LIMIT, limit_per_host=POOL_LIMIT, keepalive_timeout=KEEPALIVE_S,
+                                     ttl_dns_cache=DNS_CACHE_S)
+    s = aiohttp.ClientSession(connector=connector)
+    _sessions[base_url] = (loop, s)
     return s
 
 
@@ -83,7 +87,8 @@ def _upstream(config: dict[str, Any]) -> Upstream:
     extra = config.get("headers")
     ident = (base, key, tuple(extra.items()) if extra else ())
     up = _upstreams.get(ident)
-    if up is not None and not up.session.closed:
+    loop = asyncio.get_running_loop()
+    if up is not None and up.loop is loop and not up.session.closed:
         return up
     url = base if base.endswith("/chat/completions") else base + "/chat/completions"
     headers = {"Content-Type": "application/json"}
@@ -92,7 +97,7 @@ def _upstream(config: dict[str, Any]) -> Upstream:
     if extra:
         headers.update(extra)
     host = urlsplit(base).netloc.rpartition("@")[2] or base
-    up = Upstream(url, host, headers, _session(base))
+    up = Upstream(url, host, headers, _session(base, loop), loop)
     _upstreams[ident] = up
     return up
 
@@ -106,11 +111,13 @@ def _timeout(config: dict[str, Any]) -> aiohttp.ClientTimeout:
 
 
 async def close() -> None:
+    loop = asyncio.get_running_loop()
     sessions = list(_sessions.values())
     _sessions.clear()
     _upstreams.clear()
-    for s in sessions:
-        await s.close()
+    for owner, s in sessions:
+        if owner is loop:  # another loop's session cannot be closed from here; it died with its loop
+            await s.close()
 
 
 async def run(ctx: NodeContext) -> Response:
