@@ -71,35 +71,23 @@ class Script(msgspec.Struct):
     drop: bool = False
 
 
+_FLAGS = {"tool-call": ("tool_call",), "tool-calls": ("tool_call",), "parallel-tools": ("tool_call", "parallel"),
+          "thinking": ("thinking",), "redacted-thinking": ("redacted",), "cached": ("cached",), "hang": ("hang",),
+          "stream-error": ("stream_error",), "drop": ("drop",)}
+_NUMBERED = re.compile(r"(slow|words|error)-(\d+)")
+_NUMBER_FIELD = {"slow": "slow_ms", "words": "words", "error": "error"}
+
+
 def script_for(model: str, text: str) -> Script:
     s = Script()
     for name in [*model.split("+"), *_MAGIC.findall(text)]:
-        if name in ("tool-call", "tool-calls"):
-            s.tool_call = True
-        elif name == "parallel-tools":
-            s.tool_call = s.parallel = True
-        elif name == "thinking":
-            s.thinking = True
-        elif name == "redacted-thinking":
-            s.redacted = True
-        elif name == "cached":
-            s.cached = True
-        elif name == "hang":
-            s.hang = True
+        if name in _FLAGS:
+            for attr in _FLAGS[name]:
+                setattr(s, attr, True)
         elif name == "slow":
             s.slow_ms = 100
-        elif name == "stream-error":
-            s.stream_error = True
-        elif name == "drop":
-            s.drop = True
-        elif m := re.fullmatch(r"(slow|words|error)-(\d+)", name):
-            value = int(m.group(2))
-            if m.group(1) == "slow":
-                s.slow_ms = value
-            elif m.group(1) == "words":
-                s.words = value
-            else:
-                s.error = value
+        elif m := _NUMBERED.fullmatch(name):
+            setattr(s, _NUMBER_FIELD[m.group(1)], int(m.group(2)))
     return s
 
 
@@ -260,10 +248,10 @@ async def _record(request: web.Request) -> tuple[dict[str, Any], Any]:
         body: Any = msgspec.json.decode(raw) if raw else None
     except msgspec.DecodeError:
         body = None
+    peer = request.transport.get_extra_info("peername") if request.transport else None
     rec: dict[str, Any] = {"method": request.method, "path": request.path, "query": request.query_string,
                            "headers": dict(request.headers), "body": body, "status": None, "disconnected": False,
-                           "peer": peer[1] if (peer := request.transport and request.transport.get_extra_info("peername"))
-                           else None}
+                           "peer": peer[1] if peer else None}
     if body is None and raw:
         rec["raw"] = raw.decode("utf-8", "replace")
     request.app[STATE].requests.append(rec)
@@ -339,6 +327,12 @@ def _oa_text(content: Any) -> tuple[str, int]:
     return text, sum(1 for p in content if isinstance(p, dict) and p.get("type") == "image_url")
 
 
+def _unanswered(ids: set[str]) -> tuple[str, str]:
+    return (("An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+            f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(sorted(ids))}"),
+            "messages")
+
+
 def _openai_invalid(body: Any) -> tuple[str, str | None] | None:
     if not isinstance(body, dict):
         return "We could not parse the JSON body of your request.", None
@@ -347,8 +341,12 @@ def _openai_invalid(body: Any) -> tuple[str, str | None] | None:
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         return "Missing required parameter: 'messages'.", "messages"
+    for i, t in enumerate(body.get("tools") or []):
+        if not isinstance(t, dict) or t.get("type") != "function" or not (t.get("function") or {}).get("name"):
+            return f"Missing required parameter: 'tools[{i}].function.name'.", f"tools[{i}]"
     if "tool_choice" in body and not body.get("tools"):
-        return "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.", "tool_choice"
+        return ("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+                "tool_choice")
     if "stream_options" in body and not body.get("stream"):
         return "The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options"
     issued: set[str] = set()
@@ -359,9 +357,7 @@ def _openai_invalid(body: Any) -> tuple[str, str | None] | None:
             return ((f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'tool', "
                     "'function', and 'developer'."), f"messages.[{i}].role")
         if pending and role != "tool":
-            return (("An assistant message with 'tool_calls' must be followed by tool messages responding to each "
-                    f"'tool_call_id'. The following tool_call_ids did not have response messages: "
-                    f"{', '.join(sorted(pending))}"), "messages")
+            return _unanswered(pending)
         if role == "tool":
             if m.get("tool_call_id") not in issued:
                 return (("Invalid parameter: messages with role 'tool' must be a response to a preceeding message "
@@ -371,9 +367,7 @@ def _openai_invalid(body: Any) -> tuple[str, str | None] | None:
             issued = {c.get("id") for c in m.get("tool_calls") or []}
             pending = set(issued)
     if pending:
-        return (("An assistant message with 'tool_calls' must be followed by tool messages responding to each "
-                f"'tool_call_id'. The following tool_call_ids did not have response messages: "
-                f"{', '.join(sorted(pending))}"), "messages")
+        return _unanswered(pending)
     return None
 
 
@@ -420,8 +414,7 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
             return web.Response()
         if s.error is not None:
             return _error(rec, s.error, openai_error(s.error), RETRY_AFTER if s.error == 429 else None)
-        tools = [(t["function"]["name"], t["function"].get("parameters") or {})
-                 for t in body.get("tools") or [] if t.get("type") == "function"]
+        tools = [(t["function"]["name"], t["function"].get("parameters") or {}) for t in body.get("tools") or []]
         stop = body.get("stop")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         a = plan(s, model, text, images, tools, _openai_tool_result(msgs),
@@ -541,6 +534,11 @@ def _anthropic_invalid(request: web.Request, body: Any) -> str | None:
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         return "messages: Field required"
+    for i, t in enumerate(body.get("tools") or []):
+        if not isinstance(t, dict) or not t.get("name"):
+            return f"tools.{i}.name: Field required"
+        if "type" not in t and not isinstance(t.get("input_schema"), dict):
+            return f"tools.{i}.custom.input_schema: Field required"
     for blk in _blocks(body.get("system")):
         if blk.get("type") != "text" or not blk.get("text"):
             return "system: text content blocks must be non-empty"
@@ -551,7 +549,8 @@ def _anthropic_invalid(request: web.Request, body: Any) -> str | None:
             return f"messages.{i}.role: Input should be 'user' or 'assistant'"
         blocks = _blocks(m.get("content"))
         if not blocks:
-            return f"messages.{i}: all messages must have non-empty content except for the optional final assistant message"
+            return (f"messages.{i}: all messages must have non-empty content except for the optional final "
+                    "assistant message")
         answered: set[str] = set()
         other_seen = False
         for j, b in enumerate(blocks):
@@ -687,8 +686,8 @@ async def _anthropic_stream(request: web.Request, rec: dict[str, Any], s: Script
         await resp.write(_event({"type": "ping"}))
         for i, blk in enumerate(content):
             t = blk["type"]
-            start = {"text": {"type": "text", "text": ""}, "thinking": {"type": "thinking", "thinking": "", "signature": ""},
-                     "tool_use": {**blk, "input": {}}, "redacted_thinking": blk}[t]
+            start = {"text": {"type": "text", "text": ""}, "tool_use": {**blk, "input": {}}, "redacted_thinking": blk,
+                     "thinking": {"type": "thinking", "thinking": "", "signature": ""}}[t]
             await resp.write(_event({"type": "content_block_start", "index": i, "content_block": start}))
             if t == "text":
                 for n, piece in enumerate(_pieces(blk["text"])):
