@@ -28,7 +28,8 @@ phrases ``[[name]]`` in the last user message:
 - ``error-<status>``: that status with the provider's real error JSON (429 with ``retry-after: 20``);
 - ``slow`` / ``slow-<ms>``: waits that long (default 100 ms) before answering and between chunks;
   ``hang``: never answers; ``words-<n>``: answers ``n`` filler words;
-- ``stream-error``: a mid-stream error event after two chunks; ``drop``: the connection is cut.
+- ``stream-error``: a mid-stream error event after two chunks; ``drop``: the connection is cut;
+  ``ignore-stream``: answers one JSON body even when asked to stream (as some servers do).
 Requests are checked like the real APIs check them (e.g. Anthropic needs ``max_tokens`` and
 ``anthropic-version``; every tool call needs its tool result next) and answered 400 otherwise.
 """
@@ -69,11 +70,12 @@ class Script(msgspec.Struct):
     words: int | None = None
     stream_error: bool = False
     drop: bool = False
+    ignore_stream: bool = False
 
 
 _FLAGS = {"tool-call": ("tool_call",), "tool-calls": ("tool_call",), "parallel-tools": ("tool_call", "parallel"),
           "thinking": ("thinking",), "redacted-thinking": ("redacted",), "cached": ("cached",), "hang": ("hang",),
-          "stream-error": ("stream_error",), "drop": ("drop",)}
+          "stream-error": ("stream_error",), "drop": ("drop",), "ignore-stream": ("ignore_stream",)}
 _NUMBERED = re.compile(r"(slow|words|error)-(\d+)")
 _NUMBER_FIELD = {"slow": "slow_ms", "words": "words", "error": "error"}
 
@@ -423,7 +425,7 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
         reasoning = tokens(len(a.thinking)) if a.thinking else 0
         usage = openai_usage(prompt, output_tokens(a), prompt // 2 if s.cached else 0, reasoning)
         cid = f"chatcmpl-fake{next(_ids):012d}"
-        if body.get("stream"):
+        if body.get("stream") and not s.ignore_stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return await _openai_stream(request, rec, s, a, cid, model, usage if include_usage else None)
         message: dict[str, Any] = {"role": "assistant", "content": a.text or None, "refusal": None, "annotations": []}
@@ -649,7 +651,7 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
             content.append({"type": "text", "text": a.text})
         content.extend({"type": "tool_use", "id": i, "name": n, "input": msgspec.json.decode(args)}
                        for i, n, args in a.calls)
-        if body.get("stream"):
+        if body.get("stream") and not s.ignore_stream:
             return await _anthropic_stream(request, rec, s, a, mid, model, content, usage)
         rec["status"] = 200
         return web.Response(body=_json({

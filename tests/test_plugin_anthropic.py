@@ -45,6 +45,7 @@ from plugin_sdk.types import (
     ToolCallPart,
     ToolChoice,
     ToolResultPart,
+    response_events,
     text_message,
 )
 from plugins.anthropic_api import node as an
@@ -306,3 +307,9 @@ async def test_cancelling_a_streaming_node_closes_the_upstream_request(upstream:
             break
         await asyncio.sleep(0.02)
     assert record_with(upstream, marker)["disconnected"] is True
+
+
+async def test_a_server_that_ignores_the_stream_flag_is_still_streamed_to_the_client(upstream: FakeUpstream) -> None:
+    res = await call(upstream, ask("answer at once"), stream=True, model="ignore-stream")
+    assert res.response is not None and res.response.text() == expected_reply("ignore-stream", "answer at once")
+    assert res.events == response_events(res.response)

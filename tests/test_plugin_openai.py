@@ -38,6 +38,7 @@ from plugin_sdk.types import (
     ToolCallPart,
     ToolChoice,
     ToolResultPart,
+    response_events,
     text_message,
 )
 from plugins.openai_compat import node as oa
@@ -303,3 +304,9 @@ async def test_concurrent_streams_share_one_pool_whose_connections_are_kept_aliv
         await call(upstream, ask(f"{marker} {i}"), stream=True)
     again = {r["peer"] for r in upstream.requests() if marker in json.dumps(r["body"])}
     assert again <= first  # sequential requests went over connections the pool kept open
+
+
+async def test_a_server_that_ignores_the_stream_flag_is_still_streamed_to_the_client(upstream: FakeUpstream) -> None:
+    res = await call(upstream, ask("answer at once"), stream=True, model="ignore-stream")
+    assert res.response is not None and res.response.text() == expected_reply("ignore-stream", "answer at once")
+    assert res.events == response_events(res.response)

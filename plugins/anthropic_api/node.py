@@ -28,7 +28,7 @@ import msgspec
 
 from plugin_sdk.errors import NodeError, UpstreamError
 from plugin_sdk.node import NodeContext
-from plugin_sdk.types import Response
+from plugin_sdk.types import Response, response_events
 from plugins.anthropic_api.stream import EventFolder, SSELines, decode_event
 from plugins.anthropic_api.wire import build_body, error_message, parse_message
 
@@ -148,10 +148,13 @@ async def run(ctx: NodeContext) -> Response:
                 message, code = error_message(raw, resp.status_code)
                 raise UpstreamError(message, status=resp.status_code, retry_after=resp.headers.get("retry-after"),
                                     code=code)
-            if ctx.stream:
+            if ctx.stream and not resp.headers.get("content-type", "").startswith("application/json"):
                 result = await _read_stream(ctx, resp, model)
-            else:
+            else:  # also a server that answers a stream request with one JSON body
                 result = parse_message(await resp.aread(), model)
+                if ctx.stream:
+                    for ev in response_events(result):
+                        await ctx.emit(ev)
         finally:
             await resp.aclose()  # on cancel this drops the connection, so the upstream stops
     except UpstreamError as exc:

@@ -28,7 +28,7 @@ import msgspec
 
 from plugin_sdk.errors import NodeError, UpstreamError
 from plugin_sdk.node import NodeContext
-from plugin_sdk.types import Response
+from plugin_sdk.types import Response, response_events
 from plugins.openai_compat.stream import DONE, ChunkFolder, SSELines
 from plugins.openai_compat.wire import build_body, decode_completion, error_message, parse_completion
 
@@ -138,10 +138,13 @@ async def run(ctx: NodeContext) -> Response:
                     message, code = error_message(raw, resp.status)
                     raise UpstreamError(message, status=resp.status, retry_after=resp.headers.get("retry-after"),
                                         code=code)
-                if ctx.stream:
+                if ctx.stream and resp.content_type != "application/json":
                     result = await _read_stream(ctx, resp, model)
-                else:
+                else:  # also a server that answers a stream request with one JSON body
                     result = parse_completion(await resp.read(), model)
+                    if ctx.stream:
+                        for ev in response_events(result):
+                            await ctx.emit(ev)
             except BaseException:
                 resp.close()  # drop the connection: the upstream must stop generating for a gone client
                 raise
