@@ -49,6 +49,7 @@ def user(*blocks: Any) -> dict[str, Any]:
     (json.dumps(body(max_tokens=-1)).encode(), "max_tokens", "non-negative"),
     (json.dumps(body(max_tokens="10")).encode(), "max_tokens", "expected an integer, got a string"),
     (json.dumps(body(messages="hi")).encode(), "messages", "expected an array"),
+    (json.dumps(body(messages=[])).encode(), "messages", "at least one message"),
     (json.dumps(body(messages=["hi"])).encode(), "messages[0]", "expected a message object"),
     (json.dumps(body(messages=[{"content": "x"}])).encode(), "messages[0].role", "required field is missing"),
     (json.dumps(body(messages=[{"role": "tool", "content": "x"}])).encode(), "messages[0].role", "'tool'"),

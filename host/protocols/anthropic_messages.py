@@ -149,6 +149,8 @@ def _parse(obj: dict[str, Any], *, count_only: bool) -> Request:
         if max_tokens < 0:
             raise InvalidRequest(f"max_tokens: expected a non-negative integer, got {max_tokens}", param="max_tokens")
     raw_messages = req_list(obj, "messages")
+    if not raw_messages:
+        raise InvalidRequest("messages: expected at least one message", param="messages")
     messages = _system(obj.get("system"))
     _messages(raw_messages, messages)
 
