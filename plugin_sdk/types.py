@@ -189,7 +189,7 @@ class Accumulator:
     """Folds a stream of events into the ``Response`` it describes (used by the engine to record
     what a streamed node returned, and by adapters that need the whole answer)."""
 
-    __slots__ = ("id", "model", "parts", "stop_reason", "stop_sequence", "usage", "_args")
+    __slots__ = ("id", "model", "parts", "stop_reason", "stop_sequence", "usage", "_pieces", "_sigs")
 
     def __init__(self) -> None:
         self.id = ""
@@ -198,19 +198,16 @@ class Accumulator:
         self.stop_reason: StopReason = "end_turn"
         self.stop_sequence: str | None = None
         self.usage = Usage()
-        self._args: dict[int, list[str]] = {}
+        # Deltas are collected in lists and joined once: appending to a str is quadratic.
+        self._pieces: dict[int, list[str]] = {}
+        self._sigs: dict[int, list[str]] = {}
 
     def feed(self, ev: StreamEvent) -> None:
         if isinstance(ev, BlockDelta):
-            part = self.parts.get(ev.index)
-            if isinstance(part, TextPart):
-                part.text += ev.text
-            elif isinstance(part, ThinkingPart):
-                part.text += ev.text
-                if ev.signature:
-                    part.signature = (part.signature or "") + ev.signature
-            elif isinstance(part, ToolCallPart):
-                self._args.setdefault(ev.index, []).append(ev.arguments)
+            if ev.text or ev.arguments:
+                self._pieces.setdefault(ev.index, []).append(ev.text or ev.arguments)
+            if ev.signature:
+                self._sigs.setdefault(ev.index, []).append(ev.signature)
         elif isinstance(ev, BlockStart):
             self.parts[ev.index] = msgspec.structs.replace(ev.part)
         elif isinstance(ev, StreamStart):
@@ -233,8 +230,15 @@ class Accumulator:
         content: list[Part] = []
         for idx in sorted(self.parts):
             part = self.parts[idx]
-            if isinstance(part, ToolCallPart) and idx in self._args:
-                part = ToolCallPart(id=part.id, name=part.name, arguments=part.arguments + "".join(self._args[idx]))
+            more = "".join(self._pieces.get(idx, ()))
+            if isinstance(part, TextPart):
+                part = TextPart(part.text + more, cache_control=part.cache_control)
+            elif isinstance(part, ThinkingPart):
+                sig = "".join(self._sigs.get(idx, ()))
+                part = ThinkingPart(part.text + more, signature=((part.signature or "") + sig) or None,
+                                    redacted_data=part.redacted_data)
+            elif isinstance(part, ToolCallPart):
+                part = ToolCallPart(id=part.id, name=part.name, arguments=part.arguments + more)
             content.append(part)
         return Response(
             id=self.id, model=self.model, content=content, stop_reason=self.stop_reason,

@@ -106,18 +106,23 @@ class Execution:
 
     async def stream(self) -> AsyncIterator[StreamEvent]:
         status: Status = "error"
+        completed = False
         err: BaseException | None = None
         try:
             node, done = await self._begin()
             events = response_events(self._as_response(node, done)) if done is not None else None
             async for ev in _iterate(events) if events is not None else self._answer_stream(node):
                 if isinstance(ev, StreamEnd):
+                    # The run is complete before its last event leaves: a client that hangs up
+                    # as soon as it has the answer (Codex does) has not cancelled anything.
                     await self._finish_background()
+                    completed = True
+                    status = "error" if self._failed else "ok"
                 yield ev
-            status = "error" if self._failed else "ok"
         except BaseException as exc:
-            err = exc
-            status = "cancelled" if isinstance(exc, (asyncio.CancelledError, GeneratorExit)) else "error"
+            if not completed:
+                err = exc
+                status = "cancelled" if isinstance(exc, (asyncio.CancelledError, GeneratorExit)) else "error"
             raise
         finally:
             for t in self.tasks:
@@ -214,8 +219,12 @@ class Execution:
         inputs = self._inputs_for(node)
         call = self.engine.pool.call(node.type, node_id=node.id, config=node.config, inputs=inputs,
                                      request=request, stream=True, timeout_s=node.timeout_s)
+        end: StreamEnd | None = None
         try:
             async for ev in call:
+                if isinstance(ev, StreamEnd):
+                    end = ev  # held back until the node's result is in (see stream())
+                    continue
                 yield ev
             res = await call.result()
         except FlowbaseError as exc:
@@ -226,6 +235,11 @@ class Execution:
             raise
         self._node_done(node, started, inputs, request, res)
         self._answered(node, res.output)
+        if end is None and res.response is not None:
+            end = StreamEnd(stop_reason=res.response.stop_reason, stop_sequence=res.response.stop_sequence,
+                            usage=res.response.usage)
+        if end is not None:
+            yield end
 
     def _answered(self, node: Node, output: dict[str, Any]) -> None:
         fut = self.futures.get(node.id)
