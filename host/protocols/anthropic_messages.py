@@ -109,7 +109,7 @@ from plugin_sdk.types import (
 
 __all__ = [
     "StreamEncoder", "anthropic_error", "count_tokens_body", "error_body", "parse_count_tokens", "parse_request",
-    "render_models", "render_response", "session_id", "stop_reason",
+    "render_models", "render_response", "session_id", "stop_reason", "usage_body",
 ]
 
 # Top-level fields turned into Request fields; everything else goes to Request.extra as sent.
