@@ -138,6 +138,16 @@ def test_runs_page_lists_the_recorded_runs(served: Served) -> None:
     assert "flowbase-demo" in page.dom
 
 
+def test_runs_page_filters_go_to_the_api(served: Served) -> None:
+    none = render(f"{served.fb.url}/#/runs?status=error")
+    assert_clean(none)
+    assert "No runs match these filters." in none.dom
+    assert not any(run["id"] in none.dom for run in served.runs)
+    ok = render(f"{served.fb.url}/#/runs?status=ok&session_id={SESSION}")
+    assert_clean(ok)
+    assert all(run["id"] in ok.dom for run in served.runs)
+
+
 def test_run_detail_shows_every_span_and_the_prompt_as_text(served: Served) -> None:
     run = served.runs[0]
     spans = served.fb.run(run["id"])["spans"]

@@ -14,6 +14,25 @@ export function requestMessages(input) {
   return null;
 }
 
+/**
+ * A readable view of a span's input or output when it has a known shape, else null:
+ * a canonical request (or a node input {request, inputs?}) → its messages (and inputs);
+ * a model node's output {text, tool_calls, …} → the answer; a canonical Response → its content.
+ */
+export function conversationView(value) {
+  if (!value || typeof value !== "object" || Array.isArray(value)) return null;
+  const messages = requestMessages(value) || requestMessages(value.request);
+  if (messages) {
+    return h("div", {}, value.inputs ? jsonView(value.inputs, { label: "inputs" }) : null, messageList(messages));
+  }
+  if (typeof value.text === "string" && Array.isArray(value.tool_calls)) return outputView(value);
+  if (Array.isArray(value.content) && typeof value.model === "string") {
+    return h("div", {}, messageView({ role: "assistant", name: value.model, content: value.content }),
+      value.stop_reason ? h("div", { class: "muted small" }, `stop: ${value.stop_reason}`) : null);
+  }
+  return null;
+}
+
 /** A list of chat bubbles, one per message. */
 export function messageList(messages) {
   return h("div", { class: "messages" }, messages.map(messageView));

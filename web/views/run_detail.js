@@ -5,7 +5,7 @@
 import { get, seg } from "../lib/api.js";
 import { h, mount, link, route, toMs, fmtTime, fmtDuration, fmtInt, fmtCost, fmtUsage, statusBadge, kindBadge, headRow, errorBox, empty } from "../lib/dom.js";
 import { jsonView } from "../lib/json_view.js";
-import { requestMessages, messageList, outputView } from "../lib/messages.js";
+import { conversationView } from "../lib/messages.js";
 
 const USAGE_KEYS = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens"];
 
@@ -175,14 +175,12 @@ function spanDetail(span, clock) {
     h("h3", {}, "Output"), ioView(span.output, "output"));
 }
 
-/** A request renders as its conversation, a model answer as text + tool calls; the raw JSON is folded under either. */
+/** A request renders as its conversation, an answer as text + tool calls (raw JSON folded below); anything else as JSON. */
 function ioView(value, label) {
   if (value === null || value === undefined) return h("div", { class: "muted" }, "none");
-  const messages = requestMessages(value);
-  const isAnswer = typeof value === "object" && (typeof value.text === "string" || Array.isArray(value.tool_calls));
-  if (!messages && !isAnswer) return jsonView(value, { label });
-  return h("div", {},
-    messages ? messageList(messages) : outputView(value),
+  const readable = conversationView(value);
+  if (!readable) return jsonView(value, { label });
+  return h("div", {}, readable,
     h("details", { class: "raw" }, h("summary", {}, `raw ${label} JSON`), jsonView(value, { label })));
 }
 

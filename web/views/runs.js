@@ -65,7 +65,9 @@ export async function runsView(el, params) {
       const runs = listOf(body, "runs");
       // The API names the next page's cursor; without it, a full page means there may be more.
       const next = body && "next" in body ? body.next : (runs.length >= PAGE_SIZE ? runs[runs.length - 1].id : null);
-      mount(tableBox, runs.length ? runsTable(runs) : empty(before ? "No older runs." : "No runs yet — call a published model on /v1 and it shows up here."));
+      mount(tableBox, runs.length ? runsTable(runs) : empty(before ? "No older runs."
+        : Object.values(filters).some(Boolean) ? "No runs match these filters."
+          : "No runs yet — call a published model on /v1 and it shows up here."));
       mount(pager,
         before ? link(route("#/runs", filters), "« newest") : null,
         next ? link(route("#/runs", { ...filters, before: next }), "older »") : null);

@@ -1,5 +1,6 @@
 // Workflows (#/workflows, #/workflows/<name>): what this host serves right now (models, their node
-// graphs), workflow files that failed to load, and one workflow's version history and source.
+// graphs), workflow files that failed to load, every stored workflow, and one workflow's version
+// history and source.
 
 import { get, listOf, seg } from "../lib/api.js";
 import { h, mount, link, route, fmtTime, fmtAgo, headRow, errorBox, empty } from "../lib/dom.js";
@@ -7,21 +8,35 @@ import { h, mount, link, route, fmtTime, fmtAgo, headRow, errorBox, empty } from
 export async function workflowsView(el) {
   const head = h("div", { class: "view-head" }, h("h1", {}, "Workflows"), h("span", { class: "muted" }, "published models served by this host"));
   mount(el, head, empty("loading…"));
-  let pub;
-  try {
-    pub = await get("/published");
-  } catch (err) {
-    mount(el, head, errorBox(err.message));
+  const [published, stored] = await Promise.allSettled([get("/published"), get("/workflows")]);
+  if (published.status === "rejected") {
+    mount(el, head, errorBox(published.reason.message));
     return null;
   }
+  const pub = published.value;
   const errors = pub.errors || [];
   const models = pub.models || [];
   mount(el, head,
     errors.length ? h("section", { class: "load-errors", role: "alert" },
       h("h2", {}, `${errors.length} workflow file${errors.length === 1 ? "" : "s"} failed to load`),
       h("ul", {}, errors.map((e) => h("li", {}, h("code", {}, e.path), h("pre", { class: "error-text" }, e.error))))) : null,
-    models.length ? h("div", { class: "cards" }, models.map(modelCard)) : empty("No models are published."));
+    models.length ? h("div", { class: "cards" }, models.map(modelCard)) : empty("No models are published."),
+    h("section", { class: "panel" }, h("h2", {}, "All stored workflows"),
+      stored.status === "rejected" ? errorBox(stored.reason.message) : storedTable(listOf(stored.value, "workflows"))));
   return null;
+}
+
+/** Every workflow the store has seen, published now or not (a model name moves with its latest claimant). */
+function storedTable(workflows) {
+  if (!workflows.length) return empty("The store has no workflows yet.");
+  return h("table", { class: "grid" },
+    headRow(["workflow", "model", ["current version", "num"], "first saved", "last changed"]),
+    h("tbody", {}, workflows.map((w) => h("tr", {},
+      h("td", {}, link(`#/workflows/${encodeURIComponent(w.name)}`, w.name)),
+      h("td", { class: "mono" }, w.model ?? h("span", { class: "muted" }, "not published")),
+      h("td", { class: "num" }, w.current_version !== undefined ? `v${w.current_version}` : "—"),
+      h("td", { title: w.created_at || "" }, fmtTime(w.created_at)),
+      h("td", { title: w.updated_at || "" }, fmtTime(w.updated_at), h("div", { class: "muted small" }, fmtAgo(w.updated_at)))))));
 }
 
 function modelCard(m) {
@@ -40,7 +55,7 @@ function nodesTable(nodes, output) {
   return h("table", { class: "grid nodes" },
     headRow(["node", "type", "after", "provider / model"]),
     h("tbody", {}, nodes.map((n) => h("tr", {},
-      h("td", { class: "mono" }, n.id, outputs.has(n.id) ? h("span", { class: "badge subtle", title: "its output is the answer" }, "answer") : null),
+      h("td", { class: "mono nowrap" }, n.id, outputs.has(n.id) ? h("span", { class: "badge subtle", title: "its output is the answer" }, "answer") : null),
       h("td", {}, n.type),
       h("td", { class: "mono" }, (n.deps || []).join(", ")),
       h("td", {}, [n.provider, n.model].filter(Boolean).join(" / "))))));
