@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 7800
 
-.PHONY: install serve test lint typecheck bench clean
+.PHONY: install serve test test-deps lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,14 @@ install: $(STAMP)
 serve: install
 	$(BIN)/flowbase serve --host 127.0.0.1 --port $(PORT) --data-dir .flowbase
 
-test: install
+# What the tests drive besides Python: Debian's Chromium (web UI tests, needs root or a preinstalled
+# browser) and the agent CLIs from npm (Claude Code, Codex), pinned in tests/install_agents.sh.
+test-deps:
+	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; }
+	bash tests/install_agents.sh
+
+test: install test-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install
@@ -29,3 +36,5 @@ typecheck: install
 
 clean:
 	rm -rf $(VENV) .flowbase .pytest_cache .mypy_cache
+
+include bench/Makefile.inc
