@@ -110,8 +110,12 @@ class Request(msgspec.Struct, omit_defaults=True):
     response_format: dict[str, Any] | None = None
     metadata: dict[str, Any] = {}
     user: str | None = None
-    # Other sampling parameters the client sent (seed, top_k, presence_penalty …), passed through.
+    # Other parameters the client sent (seed, top_k, presence_penalty …) as it named them.
     extra: dict[str, Any] = {}
+    # The client protocol the request came in on ("chat", "responses", "messages"). Provider
+    # plugins pass ``extra`` through unfiltered only to an upstream that speaks the same wire
+    # format; across protocols only parameters they know the meaning of survive.
+    origin: str | None = None
 
 
 class Usage(msgspec.Struct, omit_defaults=True):

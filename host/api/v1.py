@@ -132,6 +132,7 @@ class V1:
             if body is None:
                 return
             req, opts = proto.parse_request(body)
+            req.origin = name
             wf = self.registry.get(req.model)
             if wf is None:
                 raise NotFound(f"The model '{req.model}' does not exist or is not published on this flowbase "

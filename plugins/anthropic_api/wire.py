@@ -311,8 +311,11 @@ def build_body(req: Request, config: dict[str, Any], stream: bool) -> dict[str, 
     user_id = req.metadata.get("user_id") or req.user
     if user_id:
         body["metadata"] = {"user_id": user_id}
+    # Anthropic-only parameters keep their meaning only when an Anthropic client sent them (an
+    # OpenAI client's service_tier "flex" is not Anthropic's); top_k means the same everywhere.
+    same_wire = req.origin in (None, "messages")
     for k, v in req.extra.items():
-        if k in EXTRA_KEYS and not (k == "thinking" and thinking is not None):
+        if k in EXTRA_KEYS and (same_wire or k == "top_k") and not (k == "thinking" and thinking is not None):
             body[k] = v
     if stream:
         body["stream"] = True

@@ -37,6 +37,11 @@ from plugin_sdk.types import (
 
 # Keys the node sets itself; a client's ``extra`` must not override them.
 RESERVED = frozenset({"model", "messages", "stream", "stream_options", "tools", "tool_choice", "n"})
+# Chat Completions parameters that mean the same whatever protocol the client spoke; other extras
+# (Anthropic's context_management, Responses' truncation …) reach the upstream only from a Chat
+# Completions client, since an OpenAI endpoint rejects parameters it does not know.
+PORTABLE = frozenset({"seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
+                      "prompt_cache_key", "safety_identifier", "verbosity"})
 
 FINISH: dict[str, StopReason] = {
     "stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
@@ -304,8 +309,9 @@ def build_body(req: Request, config: dict[str, Any], stream: bool) -> dict[str, 
         body["reasoning_effort"] = effort
     if req.user is not None:
         body["user"] = req.user
+    same_wire = req.origin in (None, "chat")
     for k, v in req.extra.items():
-        if k not in RESERVED:
+        if k not in RESERVED and (same_wire or k in PORTABLE):
             body[k] = v
     if stream:
         body["stream"] = True
