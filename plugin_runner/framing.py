@@ -23,7 +23,7 @@ class FrameError(Exception):
 class FrameWriter:
     """Encodes frames into one reused buffer: length placeholder, then msgpack in place."""
 
-    __slots__ = ("_writer", "_enc", "_buf")
+    __slots__ = ("_buf", "_enc", "_writer")
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
@@ -45,7 +45,7 @@ class FrameWriter:
 
 
 class FrameReader(Generic[T]):
-    __slots__ = ("_reader", "_dec")
+    __slots__ = ("_dec", "_reader")
 
     def __init__(self, reader: asyncio.StreamReader, dec: msgspec.msgpack.Decoder[T]) -> None:
         self._reader = reader

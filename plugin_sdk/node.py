@@ -45,7 +45,7 @@ NodeOutput = dict[str, Any] | Response
 
 
 class NodeContext:
-    __slots__ = ("node_id", "node_type", "config", "inputs", "request", "stream", "spans", "_emit")
+    __slots__ = ("_emit", "config", "inputs", "node_id", "node_type", "request", "spans", "stream")
 
     def __init__(self, *, node_id: str, node_type: str, config: dict[str, Any], inputs: dict[str, Any],
                  request: Request | None, stream: bool, emit: Emit | None = None) -> None:

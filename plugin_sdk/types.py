@@ -15,7 +15,7 @@ Conventions (normalised here so each adapter only converts once):
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import msgspec
 
@@ -46,7 +46,7 @@ class ToolCallPart(msgspec.Struct, tag="tool_call", omit_defaults=True):
 
 class ToolResultPart(msgspec.Struct, tag="tool_result", omit_defaults=True):
     tool_call_id: str
-    content: list[Union[TextPart, ImagePart]] = []
+    content: list[TextPart | ImagePart] = []
     is_error: bool = False
 
 
@@ -57,7 +57,7 @@ class ThinkingPart(msgspec.Struct, tag="thinking", omit_defaults=True):
     redacted_data: str | None = None
 
 
-Part = Union[TextPart, ImagePart, ToolCallPart, ToolResultPart, ThinkingPart]
+Part = TextPart | ImagePart | ToolCallPart | ToolResultPart | ThinkingPart
 
 
 class Message(msgspec.Struct, omit_defaults=True):
@@ -186,14 +186,14 @@ class StreamEnd(msgspec.Struct, tag="end", omit_defaults=True):
     usage: Usage = msgspec.field(default_factory=Usage)
 
 
-StreamEvent = Union[StreamStart, BlockStart, BlockDelta, BlockStop, StreamEnd]
+StreamEvent = StreamStart | BlockStart | BlockDelta | BlockStop | StreamEnd
 
 
 class Accumulator:
     """Folds a stream of events into the ``Response`` it describes (used by the engine to record
     what a streamed node returned, and by adapters that need the whole answer)."""
 
-    __slots__ = ("id", "model", "parts", "stop_reason", "stop_sequence", "usage", "_pieces", "_sigs")
+    __slots__ = ("_pieces", "_sigs", "id", "model", "parts", "stop_reason", "stop_sequence", "usage")
 
     def __init__(self) -> None:
         self.id = ""
