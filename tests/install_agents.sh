@@ -27,6 +27,13 @@ works() {  # do both CLIs run and report the pinned versions?
   "$bin/codex" --version 2>/dev/null | grep -q " $CODEX_VERSION\$" || return 1
 }
 
+mkdir -p "$dest"
+# Two test processes starting at once must not run two npm installs into one folder.
+if command -v flock >/dev/null; then
+  exec 9>"$dest/.install.lock"
+  flock 9
+fi
+
 if has_version @anthropic-ai/claude-code "$CLAUDE_CODE_VERSION" && has_version @openai/codex "$CODEX_VERSION" && works; then
   "$bin/claude" --version
   "$bin/codex" --version
@@ -37,7 +44,6 @@ for tool in node npm; do
   command -v "$tool" >/dev/null || { echo "install_agents.sh: $tool is not on PATH (Node.js 20+ with npm is needed)" >&2; exit 1; }
 done
 
-mkdir -p "$dest"
 # A package.json of its own keeps npm from resolving against a parent folder's project, and pins
 # the exact versions (the platform packages each CLI depends on are pinned exactly by the CLI).
 cat > "$dest/package.json" <<JSON

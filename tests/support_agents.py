@@ -11,7 +11,8 @@ Contract:
   test process's environment leaks in: no real API keys, no proxies), pointed at a flowbase URL on
   127.0.0.1. Both return a ``CliRun`` (exit code, stdout, stderr, whether it timed out), whose
   ``explain(fb)`` is the failure message: the command, its output and flowbase's log.
-- ``runs_of(fb, model)`` lists flowbase's recorded runs of a model, oldest first, with spans.
+- ``runs_of(fb, model, session_id)`` lists flowbase's recorded runs of one client session, oldest
+  first, with spans; ``recorded(fb, model)`` summarises all runs of a model for failure messages.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from tests.support_host import ROOT, Flowbase
 
@@ -80,13 +83,16 @@ class CliRun:
     def ok(self) -> bool:
         return self.returncode == 0 and not self.timed_out
 
-    def explain(self, fb: Flowbase | None = None) -> str:
-        """What a failing test prints: the command, how it ended, its output, flowbase's log."""
+    def explain(self, fb: Flowbase | None = None, model: str | None = None) -> str:
+        """What a failing test prints: the command, how it ended, its output, flowbase's log and
+        (given ``model``) the runs flowbase recorded for that model."""
         ended = f"timed out after {CLI_TIMEOUT_S}s" if self.timed_out else f"exited with {self.returncode}"
         parts = [f"$ {' '.join(self.argv)}   (in {self.cwd}) {ended}",
                  f"--- stdout ---\n{self.stdout[-QUOTE_CHARS:]}", f"--- stderr ---\n{self.stderr[-QUOTE_CHARS:]}"]
         if fb is not None:
             parts.append(f"--- flowbase log ---\n{fb.log()[-QUOTE_CHARS:]}")
+            if model is not None:
+                parts.append(recorded(fb, model))
         return "\n".join(parts)
 
 
@@ -196,12 +202,24 @@ def codex_exec(prompt: str, *, base_url: str, model: str, home: Path, cwd: Path,
     return run_cli(argv, env=env, cwd=cwd)
 
 
-def runs_of(fb: Flowbase, model: str) -> list[dict[str, Any]]:
-    """The runs flowbase recorded for ``model``, oldest first, each with its spans."""
-    r = fb.get("/api/runs", params={"model": model, "limit": 100})
+def runs_of(fb: Flowbase, model: str, session_id: str) -> list[dict[str, Any]]:
+    """The runs flowbase recorded for ``model`` in one client session, oldest first, with spans."""
+    r = fb.get("/api/runs", params={"model": model, "session_id": session_id, "limit": 100})
     assert r.status_code == 200, r.text
     listed: list[dict[str, Any]] = r.json()["runs"]
     return [fb.run(run["id"]) for run in reversed(listed)]
+
+
+def recorded(fb: Flowbase, model: str) -> str:
+    """Every run of ``model`` (id, status, session, error): context for a failure message."""
+    try:
+        r = fb.get("/api/runs", params={"model": model, "limit": 100})
+    except httpx.HTTPError as exc:
+        return f"GET /api/runs failed: {exc!r}"
+    if r.status_code != 200:
+        return f"GET /api/runs answered {r.status_code}: {r.text}"
+    lines = [f"  {x['id']} {x['status']} session={x.get('session_id')} error={x.get('error')}" for x in r.json()["runs"]]
+    return "\n".join([f"runs recorded for {model}:", *lines])
 
 
 def spans_of(run: dict[str, Any], kind: str) -> list[dict[str, Any]]:

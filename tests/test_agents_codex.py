@@ -44,9 +44,10 @@ def agents() -> AgentClis:
     return ensure_agents()
 
 
-@pytest.fixture
-def fb(tmp_path: Path, agents: AgentClis) -> Iterator[Flowbase]:
-    with Flowbase(data_dir=tmp_path / "flowbase", workflows=WORKFLOWS) as gateway:
+@pytest.fixture(scope="module")
+def fb(tmp_path_factory: pytest.TempPathFactory, agents: AgentClis) -> Iterator[Flowbase]:
+    # One gateway for the module; each test finds its own runs by the CLI's session id.
+    with Flowbase(data_dir=tmp_path_factory.mktemp("flowbase"), workflows=WORKFLOWS) as gateway:
         yield gateway
 
 
@@ -59,7 +60,7 @@ def workdir(tmp_path: Path) -> Path:
 
 def _session(run: CliRun, fb: Flowbase) -> str:
     found = _SESSION_LINE.search(run.stderr)
-    assert found, run.explain(fb)
+    assert found, run.explain(fb, MODEL)
     return found.group(1)
 
 
@@ -76,11 +77,12 @@ def test_codex_exec_prints_the_answer_of_a_flowbase_workflow_to_a_plain_prompt(
     run = codex_exec(f"Repeat after me: {word}", base_url=fb.url, model=MODEL, home=tmp_path / "home",
                      cwd=workdir, api_key=API_KEY)
 
-    assert run.ok, run.explain(fb)
-    assert run.stdout.strip() == f"flowbase says {word}", run.explain(fb)
-    runs = runs_of(fb, MODEL)
-    assert [(r["status"], r["protocol"], r["stream"], r["session_id"]) for r in runs] == [
-        ("ok", "responses", True, _session(run, fb))], run.explain(fb)
+    assert run.ok, run.explain(fb, MODEL)
+    assert run.stdout.strip() == f"flowbase says {word}", run.explain(fb, MODEL)
+    # One request, one run, filed under the session Codex announced (its `session-id` header).
+    runs = runs_of(fb, MODEL, _session(run, fb))
+    assert [(r["status"], r["protocol"], r["stream"]) for r in runs] == [("ok", "responses", True)], \
+        run.explain(fb, MODEL)
 
 
 def test_codex_exec_runs_the_command_the_model_asks_for_and_answers_with_its_output(
@@ -93,12 +95,12 @@ def test_codex_exec_runs_the_command_the_model_asks_for_and_answers_with_its_out
     run = codex_exec(f"Show me what {note} contains.", base_url=fb.url, model=MODEL, home=tmp_path / "home",
                      cwd=workdir, api_key=API_KEY)
 
-    assert run.ok, run.explain(fb)
-    assert run.stdout.strip() == f"The file contains {secret}.", run.explain(fb)
-    session = _session(run, fb)
-    runs = runs_of(fb, MODEL)
-    assert [(r["status"], r["protocol"], r["session_id"]) for r in runs] == [
-        ("ok", "responses", session), ("ok", "responses", session)], run.explain(fb)
+    assert run.ok, run.explain(fb, MODEL)
+    assert run.stdout.strip() == f"The file contains {secret}.", run.explain(fb, MODEL)
+    # Two requests of one session: the exec_command call, then its output.
+    runs = runs_of(fb, MODEL, _session(run, fb))
+    assert [(r["status"], r["protocol"]) for r in runs] == [("ok", "responses"), ("ok", "responses")], \
+        run.explain(fb, MODEL)
     asked, answered = runs
     [call] = spans_of(asked, "tool_call")
     assert (call["name"], call["input"]["direction"]) == ("exec_command", "call_to_client")
@@ -119,7 +121,7 @@ def test_codex_that_tries_a_websocket_first_falls_back_to_http_and_gets_its_answ
     run = codex_exec(f"Repeat after me: {word}", base_url=fb.url, model=MODEL, home=tmp_path / "home",
                      cwd=workdir, api_key=API_KEY, websockets=True)
 
-    assert run.ok, run.explain(fb)
-    assert "Responses WebSocket" in run.stderr, run.explain(fb)  # the attempt happened
-    assert run.stdout.strip() == f"flowbase says {word}", run.explain(fb)
-    assert [r["status"] for r in runs_of(fb, MODEL)] == ["ok"], run.explain(fb)
+    assert run.ok, run.explain(fb, MODEL)
+    assert "Responses WebSocket" in run.stderr, run.explain(fb, MODEL)  # the attempt happened
+    assert run.stdout.strip() == f"flowbase says {word}", run.explain(fb, MODEL)
+    assert [r["status"] for r in runs_of(fb, MODEL, _session(run, fb))] == ["ok"], run.explain(fb, MODEL)
