@@ -73,5 +73,5 @@ def test_no_module_imports_a_floor_above_its_own(name: str, path: Path) -> None:
 def test_every_module_is_small_and_states_its_contract(name: str, path: Path) -> None:
     text = path.read_text()
     assert len(text.splitlines()) < MAX_LINES, f"{name} has grown past {MAX_LINES} lines: split it"
-    if text.strip() and not path.name == "__init__.py":
+    if text.strip() and path.name != "__init__.py":
         assert ast.get_docstring(ast.parse(text)), f"{name} has no module docstring stating its contract"
