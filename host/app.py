@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from host.api.admin import admin_router
 from host.api.v1 import ROUTES, V1, Receive, Scope, Send
 from host.config import Settings
+from host.engine.history import History
 from host.engine.registry import Registry
 from host.engine.run import Engine
 from host.engine.workflow import Workflow
@@ -78,7 +79,7 @@ def create_app(settings: Settings) -> Gateway:
             if settings.workflows is not None and settings.watch:
                 watcher = asyncio.create_task(registry.watch(folder.resolve(), stop))
             engine = Engine(pool, recorder.submit if settings.tracing else None)
-            v1 = V1(registry, engine, settings.api_keys)
+            v1 = V1(registry, engine, settings.api_keys, History(store, recorder if settings.tracing else None))
             gateway.v1 = v1
             app.router.routes[0:0] = v1.routes()
             app.include_router(admin_router(store, recorder))

@@ -26,6 +26,7 @@ from starlette.responses import Response as HttpResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from host.engine.history import History, response_id_for
 from host.engine.registry import Registry
 from host.engine.run import Engine, Protocol
 from host.protocols import anthropic_messages, openai_chat, openai_responses
@@ -116,10 +117,11 @@ def error_parts(proto: ModuleType, err: FlowbaseError) -> tuple[int, bytes, list
 
 
 class V1:
-    def __init__(self, registry: Registry, engine: Engine, api_keys: frozenset[str]) -> None:
+    def __init__(self, registry: Registry, engine: Engine, api_keys: frozenset[str], history: History) -> None:
         self.registry = registry
         self.engine = engine
         self.api_keys = api_keys
+        self.history = history
 
     # ---- the three protocols (raw ASGI) --------------------------------------------------
 
@@ -137,8 +139,14 @@ class V1:
             if wf is None:
                 raise NotFound(f"The model '{req.model}' does not exist or is not published on this flowbase "
                                f"(GET /v1/models lists the published models)", code="model_not_found", param="model")
+            if name == "responses" and opts.get("previous_response_id"):
+                earlier = await self.history.conversation(opts["previous_response_id"])
+                system = [m for m in req.messages if m.role in ("system", "developer")]
+                req.messages = system + earlier + [m for m in req.messages if m.role not in ("system", "developer")]
             ex = self.engine.start(wf, req, protocol=name, session_id=proto.session_id(headers, req, opts))
             run_id = ex.id.encode()
+            if name == "responses":
+                opts["response_id"] = response_id_for(ex.id)
             if not req.stream:
                 resp = await ex.complete()
                 await _send_bytes(send, 200, proto.render_response(resp, req.model, opts), [(b"x-flowbase-run-id", run_id)])

@@ -475,7 +475,8 @@ def render_response(resp: Response, model: str, options: dict[str, Any]) -> byte
         elif isinstance(p, ToolCallPart):
             output.append(_call_item(new_id("fc_"), p.id, p.name, p.arguments))
     status, incomplete = _ending(resp.stop_reason)
-    return encode(_response_object(new_id("resp_"), int(time.time()), model, options, status, output,
+    return encode(_response_object(options.get("response_id") or new_id("resp_"), int(time.time()), model, options,
+                                   status, output,
                                    resp.usage, incomplete))
 
 
@@ -510,7 +511,7 @@ class StreamEncoder:
     def __init__(self, model: str, options: dict[str, Any]) -> None:
         self._model = model
         self._options = options
-        self._id = new_id("resp_")
+        self._id = options.get("response_id") or new_id("resp_")
         self._created_at = int(time.time())
         self._seq = 0
         self._started = False
