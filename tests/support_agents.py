@@ -12,7 +12,9 @@ Contract:
   127.0.0.1. Both return a ``CliRun`` (exit code, stdout, stderr, whether it timed out), whose
   ``explain(fb)`` is the failure message: the command, its output and flowbase's log.
 - ``runs_of(fb, model, session_id)`` lists flowbase's recorded runs of one client session, oldest
-  first, with spans; ``recorded(fb, model)`` summarises all runs of a model for failure messages.
+  first, with spans; ``recorded(fb, model)`` summarises all runs of a model for failure messages;
+  ``thinking_answered(run)`` / ``thinking_sent_back(run)`` read the thinking blocks (text,
+  signature) a run's model call answered with / received back in the client's assistant turns.
 """
 
 from __future__ import annotations
@@ -224,3 +226,22 @@ def recorded(fb: Flowbase, model: str) -> str:
 
 def spans_of(run: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return [s for s in run.get("spans", []) if s.get("kind") == kind]
+
+
+def model_call(run: dict[str, Any]) -> dict[str, Any]:
+    """The run's one model_call span (the agent workflows have a single model node)."""
+    [span] = spans_of(run, "model_call")
+    return span
+
+
+def thinking_answered(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """(text, signature) of the thinking blocks the model answered with in this run."""
+    content = model_call(run)["output"]["content"]
+    return [(p["text"], p["signature"]) for p in content if p["type"] == "thinking"]
+
+
+def thinking_sent_back(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """(text, signature) of the thinking blocks the client sent back in its assistant turns."""
+    messages = model_call(run)["input"]["messages"]
+    return [(p["text"], p["signature"]) for m in messages if m["role"] == "assistant"
+            for p in m["content"] if p["type"] == "thinking"]

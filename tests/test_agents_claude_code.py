@@ -27,6 +27,8 @@ from tests.support_agents import (
     ensure_agents,
     runs_of,
     spans_of,
+    thinking_answered,
+    thinking_sent_back,
 )
 from tests.support_host import Flowbase
 
@@ -103,6 +105,10 @@ def test_claude_code_reads_a_file_with_its_read_tool_and_answers_with_what_the_f
     assert (result["name"], result["status"], result["input"]["direction"]) == ("Read", "ok", "result_from_client")
     assert result["input"]["tool_call_id"] == call["input"]["tool_call_id"]
     assert secret in result["output"]
+    # The signed thinking block of the first answer came back byte-exact with the tool result.
+    [(thought, signature)] = thinking_answered(asked)
+    assert str(note) in thought and signature
+    assert thinking_sent_back(answered) == [(thought, signature)]
     session_view = fb.get(f"/api/sessions/{session}")
     assert session_view.status_code == 200, session_view.text
     assert [r["id"] for r in session_view.json()["runs"]] == [asked["id"], answered["id"]]

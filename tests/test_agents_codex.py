@@ -28,6 +28,8 @@ from tests.support_agents import (
     ensure_agents,
     runs_of,
     spans_of,
+    thinking_answered,
+    thinking_sent_back,
 )
 from tests.support_host import Flowbase
 
@@ -110,6 +112,11 @@ def test_codex_exec_runs_the_command_the_model_asks_for_and_answers_with_its_out
         "exec_command", "ok", "result_from_client")
     assert result["input"]["tool_call_id"] == call["input"]["tool_call_id"]
     assert secret in result["output"]
+    # The first answer's reasoning item (summary + encrypted_content, flowbase's thinking block and
+    # its signature) came back byte-exact with the tool output.
+    [(thought, signature)] = thinking_answered(asked)
+    assert str(note) in thought and signature
+    assert thinking_sent_back(answered) == [(thought, signature)]
 
 
 def test_codex_that_tries_a_websocket_first_falls_back_to_http_and_gets_its_answer(
