@@ -31,6 +31,10 @@ from bench.upstream import expected_reply
 PROMPT = "Say hello."
 SYSTEM = "You are a concise assistant."
 T = TypeVar("T")
+# Other processes' CPU (percent of one core) above which a phase's numbers are flagged as unreliable,
+# and under which the machine counts as quiet enough to start measuring a target.
+NOISY_PCT = 25.0
+QUIET_PCT = 15.0
 # Pause before each memory reading of the soak (seconds): lets in-flight trace batches land and closed
 # connections be released, so what is measured is what stays, not what is passing through.
 SETTLE_S = 1.0
@@ -54,6 +58,7 @@ class BenchConfig:
     litellm_workers: int = 2
     ab_rounds: int = 3
     ab_seconds: float = 5.0
+    quiet_wait_s: float = 180.0  # how long to wait for other processes to quiet down before each target
     profile: bool = False  # py-spy the gateways during the c=32 phase (perturbs that phase's numbers)
 
     @classmethod
@@ -61,7 +66,7 @@ class BenchConfig:
         """Seconds, not minutes: proves the harness works (the smoke test), measures nothing meaningful."""
         return cls(warmup_s=1, c1_requests=200, c1_min_s=1, c1_max_s=1, load_s=1, ttfb_requests=30, ttfb_max_s=5,
                    soak_concurrency=50, soak_delay_ms=5, growth_requests=500, growth_max_s=20, litellm=False,
-                   ab_rounds=1, ab_seconds=1)
+                   ab_rounds=1, ab_seconds=1, quiet_wait_s=0)
 
 
 def body(model: str, *, stream: bool, prompt: str = PROMPT) -> bytes:
@@ -90,6 +95,28 @@ def _system_busy_s() -> float:
     return (sum(fields[:8]) - idle) / CLK_TCK
 
 
+def machine_busy_pct(window_s: float = 1.0) -> float:
+    """How busy the whole machine is right now, in percent of one core, over ``window_s`` seconds."""
+    b0, t0 = _system_busy_s(), time.monotonic()
+    time.sleep(window_s)
+    return 100 * (_system_busy_s() - b0) / (time.monotonic() - t0)
+
+
+def wait_for_quiet(log: Callable[[str], None], *, max_wait_s: float, threshold_pct: float = QUIET_PCT) -> float:
+    """Wait (at most ``max_wait_s``) until other work on the machine stays under ``threshold_pct`` of a core.
+
+    On a shared 2-core machine a test suite running beside the benchmark takes the gateway's CPU and
+    skews every ratio; waiting for a quiet moment is cheaper than a misleading run. Returns the last reading.
+    """
+    deadline = time.monotonic() + max_wait_s
+    busy = machine_busy_pct()
+    if busy > threshold_pct and max_wait_s > 0:
+        log(f"  machine busy ({busy:.0f}% of a core in other processes): waiting up to {max_wait_s:.0f}s for quiet")
+        while busy > threshold_pct and time.monotonic() < deadline:
+            busy = machine_busy_pct(2.0)
+    return busy
+
+
 @dataclass
 class CpuUse:
     """CPU use during one load phase, in percent of one core (200 = both cores of a 2-core machine)."""
@@ -99,6 +126,7 @@ class CpuUse:
     loadgen_pct: float
     machine_pct: float
     gateway_us_per_request: float
+    others_pct: float = 0.0  # everything not ours: other processes (and kernel work not charged to ours)
 
 
 @dataclass
@@ -111,6 +139,7 @@ class TargetResult:
     c1: WrkResult | None = None
     c32: WrkResult | None = None
     c128: WrkResult | None = None
+    cpu1: CpuUse | None = None
     cpu32: CpuUse | None = None
     cpu128: CpuUse | None = None
     ttfb: client.SeriesResult | None = None
@@ -167,6 +196,7 @@ def _load(wrk: str, target: Target, upstream: Upstream, connections: int, durati
     cpu = CpuUse(gateway_pct=100 * gw / wall, upstream_pct=100 * up / wall, loadgen_pct=100 * res.loadgen_cpu_s / wall,
                  machine_pct=100 * machine / wall,
                  gateway_us_per_request=1e6 * gw / res.requests if res.requests else 0.0)
+    cpu.others_pct = max(0.0, cpu.machine_pct - cpu.gateway_pct - cpu.upstream_pct - cpu.loadgen_pct)
     return res, cpu
 
 
@@ -184,7 +214,7 @@ def measure_target(target: Target, wrk: str, cfg: BenchConfig, upstream: Upstrea
     probe = run_wrk(wrk, target.url, connections=1, duration_s=1, bodies=plain, headers=target.headers)
     c1_s = min(cfg.c1_max_s, max(cfg.c1_min_s, cfg.c1_requests / max(probe.rps, 1.0)))
     log(f"  {target.name}: concurrency 1 for {c1_s:.0f}s")
-    result.c1 = run_wrk(wrk, target.url, connections=1, duration_s=c1_s, bodies=plain, headers=target.headers)
+    result.c1, result.cpu1 = _load(wrk, target, upstream, 1, c1_s, plain)
     for conns in (32, 128):
         log(f"  {target.name}: concurrency {conns} for {cfg.load_s:.0f}s")
         sampled = profiler if conns == 32 and target.service is not None else None

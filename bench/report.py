@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.measure import SoakReport, TargetResult, TracingAB
+from bench.measure import NOISY_PCT, SoakReport, TargetResult, TracingAB
 
 ROW_LABELS = {"direct": "direct (no gateway)", "flowbase": "flowbase, tracing on",
               "flowbase-notrace": "flowbase, tracing off", "litellm": "LiteLLM proxy"}
@@ -166,14 +166,24 @@ def text_table(results: dict[str, TargetResult], checks_: list[Check]) -> str:
     for res in results.values():
         if res.cpu32 is not None:
             c = res.cpu32
-            others = c.machine_pct - c.gateway_pct - c.upstream_pct - c.loadgen_pct
             lines.append(f"CPU at c=32, {ROW_LABELS.get(res.name, res.name)}: machine {c.machine_pct:.0f}% = gateway "
                          f"{c.gateway_pct:.0f}% + upstream {c.upstream_pct:.0f}% + wrk {c.loadgen_pct:.0f}% "
-                         f"+ everything else {max(others, 0.0):.0f}% (100% = one core)")
-    lines.append("")
+                         f"+ everything else {c.others_pct:.0f}% (100% = one core)")
+    lines += ["", *[f"WARNING: {w}" for w in noise_warnings(results)], ""]
     cw = max(len(c.name) for c in checks_) if checks_ else 0
     lines += [f"{c.verdict:4}  {c.name.ljust(cw)}  {c.value}   (target {c.goal})" for c in checks_]
     return "\n".join(lines)
+
+
+def noise_warnings(results: dict[str, TargetResult]) -> list[str]:
+    """Phases during which other processes took enough CPU to make this run's comparisons unreliable."""
+    out = []
+    for res in results.values():
+        for phase, cpu in (("c=1", res.cpu1), ("c=32", res.cpu32), ("c=128", res.cpu128)):
+            if cpu is not None and cpu.others_pct > NOISY_PCT:
+                out.append(f"{ROW_LABELS.get(res.name, res.name)} at {phase}: other processes used "
+                           f"{cpu.others_pct:.0f}% of a core; its numbers are unreliable (rerun on a quiet machine)")
+    return out
 
 
 def markdown(results: dict[str, TargetResult], checks_: list[Check], machine: str) -> str:
@@ -184,4 +194,7 @@ def markdown(results: dict[str, TargetResult], checks_: list[Check], machine: st
     out += ["", note,
             "", "| target | measured | goal | |", "|---|---|---|---|"]
     out += [f"| {c.name} | {c.value} | {c.goal} | {c.verdict} |" for c in checks_]
+    noisy = noise_warnings(results)
+    if noisy:
+        out += ["", "**Not a clean run** — other processes competed for the CPU: " + "; ".join(noisy) + "."]
     return "\n".join(out)

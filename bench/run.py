@@ -115,6 +115,7 @@ def _measure(name: str, start: Callable[[], targets.Target], wrk: str, cfg: meas
              profiler: Profiler | None = None) -> tuple[measure.TargetResult, targets.Target | None]:
     """Start a target and measure it; it stays up (in ``live``) for later phases. ``None`` if it failed."""
     _log(f"{name}: starting")
+    measure.wait_for_quiet(_log, max_wait_s=cfg.quiet_wait_s)
     target: targets.Target | None = None
     try:
         target = start()
@@ -222,6 +223,7 @@ def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, result
         "soak": _jsonable(soak),
         "tracing_ab": _jsonable(ab),
         "checks": _jsonable(checks),
+        "noise_warnings": report.noise_warnings(results),
         "markdown": md_table,
     }
     results_dir.mkdir(parents=True, exist_ok=True)
