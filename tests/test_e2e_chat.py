@@ -62,6 +62,24 @@ nodes:
 output: [strong, plain]
 """
 
+CASCADE = """
+version: 1
+name: cascade
+model: cascade
+providers:
+  upstream: {type: openai, base_url: "${UPSTREAM_BASE_URL}", api_key: "${UPSTREAM_API_KEY}"}
+nodes:
+  - {id: small, type: llm, provider: upstream, model: small}
+  - id: check
+    type: verifier
+    inputs: {text: "{{ small.text }}"}
+    config: {not_contains: hard}
+  - {id: strong, type: llm, provider: upstream, model: strong, when: not check.passed}
+  - {id: primary, type: llm, provider: upstream, model: error-503, on_error: skip, when: "'fallback' in request.input"}
+  - {id: backup, type: llm, provider: upstream, model: backup, when: primary.error}
+output: [backup, strong, small]
+"""
+
 CRASHER = """
 version: 1
 name: crasher
@@ -86,7 +104,7 @@ nodes:
 @pytest.fixture(scope="module")
 def fb(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Flowbase]:  # noqa: F811
     wf = tmp_path_factory.mktemp("workflows")
-    for name, text in {"proxy": PROXY, "routed": ROUTED, "crasher": CRASHER, "sleeper": SLEEPER}.items():
+    for name, text in {"proxy": PROXY, "routed": ROUTED, "cascade": CASCADE, "crasher": CRASHER, "sleeper": SLEEPER}.items():
         (wf / f"{name}.yaml").write_text(text)
     env = {"UPSTREAM_BASE_URL": upstream.openai_base_url, "UPSTREAM_API_KEY": SECRET,
            "FLOWBASE_PLUGIN_DIRS": str(ROOT / "tests" / "fixture_plugins" / "manifests")}
@@ -222,6 +240,25 @@ def test_a_multi_node_workflow_runs_independent_nodes_in_parallel_and_picks_the_
 
     code = client.chat.completions.create(model="routed", messages=[{"role": "user", "content": "python help"}])
     assert code.choices[0].message.content == expected_reply("strong", "python help")
+
+
+@pytest.mark.parametrize(("prompt", "answered_by"), [("an easy one", "small"), ("a hard one", "strong")])
+def test_a_cascade_keeps_the_small_model_s_answer_when_it_passes_the_verifier(
+        fb: Flowbase, client: openai.OpenAI, prompt: str, answered_by: str) -> None:
+    stream = client.chat.completions.create(model="cascade", messages=[{"role": "user", "content": prompt}], stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == expected_reply(answered_by, prompt)
+
+
+def test_a_failing_node_with_on_error_skip_falls_back_to_the_next_output_node(fb: Flowbase, client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="cascade", messages=[{"role": "user", "content": "use the fallback"}])
+    assert raw.parse().choices[0].message.content == expected_reply("backup", "use the fallback")
+    run = fb.run(raw.headers["x-flowbase-run-id"])
+    nodes = {s["name"]: s for s in spans_by_kind(run, "node")}
+    assert run["status"] == "ok"
+    assert nodes["primary"]["status"] == "error" and nodes["primary"]["error"]
+    assert nodes["backup"]["status"] == "ok"
 
 
 def test_a_runner_that_dies_mid_request_fails_that_request_and_the_next_one_works(fb: Flowbase, client: openai.OpenAI) -> None:

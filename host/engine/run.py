@@ -84,7 +84,8 @@ class Execution:
         self.usage = Usage()
         self._ctx: dict[str, Any] | None = None
         self._seq = 0
-        self._failed = False
+        # Node failures that fail the run (an on_error: skip failure is recorded but tolerated).
+        self._failed = 0
 
     # ---- public --------------------------------------------------------------------------
 
@@ -151,7 +152,7 @@ class Execution:
         for i, cand in enumerate(wf.outputs):
             node = wf.nodes[cand]
             if cand not in inline:
-                if await self.futures[cand] is SKIPPED:
+                if (await self.futures[cand]).get("skipped"):
                     continue
                 done: Result | None = self.results[cand]
             else:
@@ -178,7 +179,16 @@ class Execution:
             if node.when is not None and not node.when.holds(self._context()):
                 self._skip(node, "its `when:` is false")
                 return
-            res = await self._invoke(node)
+            try:
+                res = await self._invoke(node)
+            except FlowbaseError as exc:
+                if node.on_error != "skip":
+                    raise
+                # on_error: skip — later nodes see {skipped, error} and can take over (a fallback).
+                self._failed -= 1
+                self.outputs[node.id] = {"skipped": True, "error": exc.message}
+                fut.set_result(self.outputs[node.id])
+                return
             self.results[node.id] = res
             fut.set_result(res.output)
         except BaseException as exc:
@@ -308,7 +318,7 @@ class Execution:
 
     def _node_failed(self, node: Node, started: float, inputs: dict[str, Any], request: Request | None,
                      exc: FlowbaseError) -> None:
-        self._failed = True
+        self._failed += 1
         exc.message = REDACTOR.redact(exc.message)
         span = self._span("node", node.id, "error", started, time.time(), input=self._node_input(node, inputs, request),
                           error=exc.message, model=node.model, provider=node.provider)
@@ -371,7 +381,7 @@ class Execution:
         answer_out = None
         for nid in self.wf.outputs:
             out = self.outputs.get(nid)
-            if out is not None and out is not SKIPPED:
+            if out is not None and not out.get("skipped"):
                 answer_out = out
         answer = None
         if answer_out is not None and answer_out.get("tool_calls"):

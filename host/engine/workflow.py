@@ -79,6 +79,7 @@ class NodeSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     when: str | None = None
     after: list[str] = []
     timeout_s: float | None = None
+    on_error: Literal["fail", "skip"] = "fail"
 
 
 class WorkflowSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -108,6 +109,7 @@ class Node:
     inherit_tools: bool = True
     params: dict[str, Any] = field(default_factory=dict)
     price: dict[str, float] | None = None
+    on_error: Literal["fail", "skip"] = "fail"
 
     @property
     def passthrough(self) -> bool:
@@ -226,6 +228,7 @@ def _compile_nodes(spec: WorkflowSpec, path: str, node_types: Mapping[str, NodeT
                 raise WorkflowError(f"{where}: refers to unknown node or variable '{ref}' (known nodes: {', '.join(ids)}; "
                                     "the client's request is 'request')")
         node.deps = sorted(r for r in refs | set(ns.after) if r in ids)
+        node.on_error = ns.on_error
         nodes[ns.id] = node
     return nodes
 
