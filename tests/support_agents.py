@@ -80,6 +80,7 @@ class CliRun:
     stdout: str
     stderr: str
     timed_out: bool
+    timeout_s: float = CLI_TIMEOUT_S
 
     @property
     def ok(self) -> bool:
@@ -88,7 +89,7 @@ class CliRun:
     def explain(self, fb: Flowbase | None = None, model: str | None = None) -> str:
         """What a failing test prints: the command, how it ended, its output, flowbase's log and
         (given ``model``) the runs flowbase recorded for that model."""
-        ended = f"timed out after {CLI_TIMEOUT_S}s" if self.timed_out else f"exited with {self.returncode}"
+        ended = f"timed out after {self.timeout_s}s" if self.timed_out else f"exited with {self.returncode}"
         parts = [f"$ {' '.join(self.argv)}   (in {self.cwd}) {ended}",
                  f"--- stdout ---\n{self.stdout[-QUOTE_CHARS:]}", f"--- stderr ---\n{self.stderr[-QUOTE_CHARS:]}"]
         if fb is not None:
@@ -114,11 +115,11 @@ def run_cli(argv: list[str], *, env: dict[str, str], cwd: Path, timeout: float =
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
-        return CliRun(argv, cwd, proc.returncode, out, err, timed_out=False)
+        return CliRun(argv, cwd, proc.returncode, out, err, timed_out=False, timeout_s=timeout)
     except subprocess.TimeoutExpired:
         _stop_group(proc)
         out, err = proc.communicate()
-        return CliRun(argv, cwd, proc.returncode, out, err, timed_out=True)
+        return CliRun(argv, cwd, proc.returncode, out, err, timed_out=True, timeout_s=timeout)
 
 
 def _stop_group(proc: subprocess.Popen[str]) -> None:
@@ -169,6 +170,10 @@ def write_codex_config(codex_home: Path, *, base_url: str, model: str, websocket
         f'model = "{model}"',
         'model_provider = "flowbase"',
         'approval_policy = "never"',
+        "",
+        # No usage analytics sent to OpenAI from a test run (the network is closed anyway).
+        "[analytics]",
+        "enabled = false",
         "",
         "[model_providers.flowbase]",
         'name = "flowbase"',
