@@ -235,8 +235,14 @@ class V1:
         return HttpResponse(msgspec.json.encode(entry), media_type=JSON)
 
     async def refuse_websocket(self, ws: WebSocket) -> None:
-        # Codex tries a WebSocket transport first; refusing the upgrade (HTTP 403) makes it use HTTP.
-        await ws.close(code=1008, reason="flowbase serves /v1/responses over HTTP only")
+        # Codex may try a WebSocket transport first. 426 makes it fall back to HTTP at once and
+        # silently (403 works too but it retries and warns; 400 makes it give up). Servers without
+        # the ASGI denial-response extension can only refuse with a plain 403.
+        if "websocket.http.response" in ws.scope.get("extensions", {}):
+            await ws.send_denial_response(HttpResponse("flowbase serves /v1/responses over HTTP only\n",
+                                                       status_code=426, media_type="text/plain"))
+        else:
+            await ws.close(code=1008, reason="flowbase serves /v1/responses over HTTP only")
 
 
 async def _sse(proto: ModuleType, model: str, opts: dict[str, Any], first: StreamEvent,
