@@ -169,6 +169,12 @@ def text_table(results: dict[str, TargetResult], checks_: list[Check]) -> str:
             lines.append(f"CPU at c=32, {ROW_LABELS.get(res.name, res.name)}: machine {c.machine_pct:.0f}% = gateway "
                          f"{c.gateway_pct:.0f}% + upstream {c.upstream_pct:.0f}% + wrk {c.loadgen_pct:.0f}% "
                          f"+ everything else {c.others_pct:.0f}% (100% = one core)")
+    per_req = {k: r.cpu32.gateway_us_per_request for k, r in results.items()
+               if r.cpu32 is not None and r.status == "ok" and k != "direct"}
+    if per_req:
+        # CPU time per request barely moves when other processes compete for the CPU, unlike req/s.
+        lines.append("gateway CPU per request at c=32 (steadier than req/s on a busy machine): "
+                     + ", ".join(f"{ROW_LABELS.get(k, k)} {v:,.0f} µs" for k, v in per_req.items()))
     lines += ["", *[f"WARNING: {w}" for w in noise_warnings(results)], ""]
     cw = max(len(c.name) for c in checks_) if checks_ else 0
     lines += [f"{c.verdict:4}  {c.name.ljust(cw)}  {c.value}   (target {c.goal})" for c in checks_]
