@@ -30,6 +30,9 @@ WRK_TIMEOUT_S = 30
 # apt-get can wait on the dpkg lock or a slow mirror (seconds).
 APT_TIMEOUT_S = 600
 
+# `wrk -v` prints and exits at once; this only guards against a broken binary (seconds).
+QUICK_CMD_TIMEOUT_S = 10
+
 _MARK = "WRKJSON "
 _LUA_DONE = """
 done = function(summary, latency, requests)
@@ -103,7 +106,7 @@ def ensure_wrk() -> str:
 
 
 def wrk_version(wrk: str) -> str:
-    out = subprocess.run([wrk, "-v"], check=False, capture_output=True, text=True, timeout=10)
+    out = subprocess.run([wrk, "-v"], check=False, capture_output=True, text=True, timeout=QUICK_CMD_TIMEOUT_S)
     return (out.stdout or out.stderr).splitlines()[0].strip() if (out.stdout or out.stderr) else "unknown"
 
 

@@ -25,6 +25,8 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # How long a stopped service may take to exit after SIGTERM before it is killed (seconds): LiteLLM's
 # uvicorn supervisor waits for its workers' graceful shutdown.
 STOP_GRACE_S = 15.0
+# A SIGKILLed process is gone at once; this only bounds the wait for the kernel to reap it (seconds).
+KILL_WAIT_S = 5.0
 
 
 def free_port() -> int:
@@ -161,16 +163,19 @@ class Service:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
+        # Remember the whole tree first: a child in a session of its own (a plugin runner, a worker) is not
+        # reached by signalling our group, and one that outlived its parent would skew the next target.
+        tree = tree_pids(self.proc.pid)
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+            self.proc.wait(timeout=KILL_WAIT_S)
         except ProcessLookupError:
             pass
-        # Workers that outlived their parent would skew the next target's CPU and memory.
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        for pid in tree:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

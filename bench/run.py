@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import measure, report, targets
-from bench.loadgen import LoadGenError, ensure_wrk, wrk_version
+from bench.loadgen import QUICK_CMD_TIMEOUT_S, LoadGenError, ensure_wrk, wrk_version
 from bench.procs import ServiceError
 from bench.profile import Profiler, ensure_pyspy
 from bench.profile import render as render_profile
@@ -77,7 +77,7 @@ def _dep_versions() -> dict[str, str]:
 def _git(*args: str) -> str:
     try:
         return subprocess.run(["git", *args], check=False, cwd=targets.ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
+                              timeout=QUICK_CMD_TIMEOUT_S).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 

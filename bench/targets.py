@@ -35,6 +35,10 @@ UPSTREAM_MODEL = "small"
 # A start-up slower than this is a failure (seconds). LiteLLM imports for ~10 s per process on this
 # machine, and its two workers start after the parent has imported; flowbase spawns its runner.
 START_TIMEOUT_S = 180.0
+# The fake upstream is a small Python process; it listens within a second or two (seconds).
+UPSTREAM_START_TIMEOUT_S = 30.0
+# One readiness probe or /stats read on 127.0.0.1 (seconds); a probe that times out is simply retried.
+PROBE_TIMEOUT_S = 2.0
 # pip resolving and downloading litellm[proxy] (~150 packages) on a slow mirror (seconds).
 PIP_TIMEOUT_S = 1800
 
@@ -119,7 +123,7 @@ class Target:
 def _http_ok(url: str, headers: dict[str, str] | None = None, must_contain: tuple[str, ...] = ()) -> bool:
     req = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=2) as resp:
+        with urllib.request.urlopen(req, timeout=PROBE_TIMEOUT_S) as resp:
             body = resp.read().decode(errors="replace")
             return resp.status == 200 and all(s in body for s in must_contain)
     except (urllib.error.URLError, OSError, ValueError):
@@ -138,7 +142,7 @@ class Upstream:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def stats(self) -> dict[str, int]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=PROBE_TIMEOUT_S) as resp:
             data: dict[str, int] = json.loads(resp.read())
             return data
 
@@ -148,7 +152,7 @@ def start_upstream(log_dir: Path, *, chunks: int, delay_ms: float, label: str) -
     cmd = [sys.executable, "-m", "bench.upstream", "--port", str(port), "--chunks", str(chunks),
            "--chunk-delay-ms", str(delay_ms)]
     svc = Service(f"upstream-{label}", cmd, log_path=log_dir / f"upstream-{label}.log", cwd=ROOT)
-    svc.start(lambda: _http_ok(f"http://127.0.0.1:{port}/stats"), timeout_s=30)
+    svc.start(lambda: _http_ok(f"http://127.0.0.1:{port}/stats"), timeout_s=UPSTREAM_START_TIMEOUT_S)
     return Upstream(svc, port, chunks, delay_ms)
 
 
@@ -206,7 +210,7 @@ def ensure_litellm(spec: str, log: Path) -> str:
             subprocess.run([*pip, spec], check=True, stdout=out, stderr=out, timeout=PIP_TIMEOUT_S)
         stamp.write_text(spec)
     done = subprocess.run([str(litellm_python()), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-                          check=False, capture_output=True, text=True, timeout=60)
+                          check=False, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     return done.stdout.strip() or "unknown"
 
 
