@@ -233,7 +233,11 @@ async def test_upstream_errors_keep_their_status_message_type_and_retry_after(
         await call(upstream, ask("hi"), stream=stream, model=f"error-{status}")
     err = info.value
     kind, message = ANTHROPIC_ERRORS[status]
-    assert (err.status, err.message, err.retry_after, err.code) == (status, message, retry_after, kind)
+    # The type is kept as the protocol-neutral kind; ``code`` stays free for OpenAI-protocol codes.
+    kinds = {"rate_limit_error": "rate_limit", "api_error": "api_error", "overloaded_error": "overloaded",
+             "invalid_request_error": "invalid_request"}
+    assert (err.status, err.message, err.retry_after, err.kind) == (status, message, retry_after, kinds[kind])
+    assert err.code is None
     [span] = err.spans  # type: ignore[attr-defined]
     assert span.kind == "model_call" and span.error == message and span.output == {"status": status,
                                                                                     "message": message}
@@ -266,7 +270,7 @@ async def test_the_api_key_reaches_the_upstream_but_never_the_spans(upstream: Fa
 async def test_a_mid_stream_error_event_or_a_cut_connection_fails_the_node(upstream: FakeUpstream) -> None:
     with pytest.raises(UpstreamError) as info:
         await call(upstream, ask("a b c d"), stream=True, model="stream-error")
-    assert (info.value.status, info.value.message, info.value.code) == (529, "Overloaded", "overloaded_error")
+    assert (info.value.status, info.value.message, info.value.kind) == (529, "Overloaded", "overloaded")
     with pytest.raises(UpstreamError) as info:
         await call(upstream, ask("a b c d"), stream=True, model="drop")
     assert info.value.status == 502 and "127.0.0.1" in info.value.message

@@ -7,9 +7,10 @@ upstream to stream and emits canonical events as each SSE event arrives; it alwa
 canonical ``Response`` and records one ``model_call`` span (input: the upstream body, never headers or
 the key; output: the canonical response or the error).
 
-Errors: an HTTP error → ``UpstreamError`` with the upstream's status, message, error type (as
-``code``) and ``retry-after``; an ``error`` event mid-stream → ``UpstreamError`` with the status its
-type stands for; a refused connection or dropped stream → 502, a timeout → 504, naming the upstream
+Errors: an HTTP error → ``UpstreamError`` with the upstream's status, message and ``retry-after``
+(its kind follows from the status; the Anthropic error type is not kept as ``code``, which clients
+of the OpenAI protocols read as an OpenAI code); an ``error`` event mid-stream → ``UpstreamError``
+with the status its type stands for; a refused connection or dropped stream → 502, a timeout → 504, naming the upstream
 host (never the key). Cancelling the node closes the upstream response, so the upstream stops.
 
 Connections: one pooled keep-alive ``httpx.AsyncClient`` per ``base_url``, created lazily in the
@@ -145,9 +146,10 @@ async def run(ctx: NodeContext) -> Response:
         try:
             if resp.status_code >= 400:
                 raw = await resp.aread()
-                message, code = error_message(raw, resp.status_code)
-                raise UpstreamError(message, status=resp.status_code, retry_after=resp.headers.get("retry-after"),
-                                    code=code)
+                # The Anthropic error type is not passed on as ``code``: the canonical code is what
+                # OpenAI-protocol clients read (Codex acts on rate_limit_exceeded); the status says the rest.
+                message, _ = error_message(raw, resp.status_code)
+                raise UpstreamError(message, status=resp.status_code, retry_after=resp.headers.get("retry-after"))
             if ctx.stream and not resp.headers.get("content-type", "").startswith("application/json"):
                 result = await _read_stream(ctx, resp, model)
             else:  # also a server that answers a stream request with one JSON body

@@ -184,7 +184,7 @@ class EventFolder:
         if t == "error":
             err = ev.error or WireError()
             raise UpstreamError(err.message or "upstream reported an error mid-stream",
-                                status=STATUS_BY_ERROR_TYPE.get(err.type, 500), code=err.type)
+                                status=STATUS_BY_ERROR_TYPE.get(err.type, 500))
         return []  # ping and event types added after this was written
 
     def response(self) -> Response:

@@ -8,6 +8,7 @@
   them to lead), consecutive assistant messages merge too;
 - images → base64 or url sources (``data:`` URLs are unpacked into base64);
 - thinking parts → ``thinking`` blocks with their signature byte-exact, or ``redacted_thinking``;
+  unsigned thinking is dropped (the API rejects a signature it did not issue);
 - tool calls → ``tool_use`` blocks (arguments JSON decoded into ``input``); ``function`` tools → ``input_schema``; versioned Anthropic built-in
   tools (``web_search_20250305`` …) pass through from ``raw``, other providers' built-ins drop;
 - tool_choice auto/required/tool/none → auto/any/tool/none, ``parallel_tool_calls: false`` →
@@ -213,8 +214,10 @@ def _blocks(m: Message) -> tuple[list[Any], list[Any]]:
         elif isinstance(p, ThinkingPart):
             if p.redacted_data is not None:
                 blocks.append({"type": "redacted_thinking", "data": p.redacted_data})
-            else:
-                blocks.append({"type": "thinking", "thinking": p.text, "signature": p.signature or ""})
+            elif p.signature:
+                blocks.append({"type": "thinking", "thinking": p.text, "signature": p.signature})
+            # Unsigned thinking (a chat client's reasoning_content, another provider's reasoning) is
+            # dropped: the API rejects a thinking block whose signature it did not issue.
         elif isinstance(p, ImagePart):
             blocks.append(_image(p))
     return results, blocks
