@@ -350,3 +350,26 @@ def test_an_unreachable_upstream_is_a_clear_502_without_the_key(tmp_path: Path) 
                        json={"model": "gpt-proxy", "messages": [{"role": "user", "content": "x"}]})
         assert r.status_code == 502 and "127.0.0.1:9" in r.json()["error"]["message"]
         assert SECRET not in r.text and SECRET not in server.log()
+
+
+def test_a_client_that_disconnects_mid_stream_stops_the_upstream_call_and_the_run_is_cancelled(
+        fb: Flowbase, upstream: FakeUpstream) -> None:  # noqa: F811
+    marker = f"hang up on me {time.time_ns()}"
+    body = {"model": "gpt-proxy", "stream": True,
+            "messages": [{"role": "user", "content": f"{marker} [[slow-200]] [[words-50]]"}]}
+    with httpx.stream("POST", fb.url + "/v1/chat/completions", json=body, timeout=30) as r:
+        run_id = r.headers["x-flowbase-run-id"]
+        for line in r.iter_lines():
+            if '"content"' in line:
+                break  # the first token is here: hang up
+    deadline = time.monotonic() + 20
+    record: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        record = next(q for q in upstream.requests() if marker in json.dumps(q["body"]))
+        if record["disconnected"]:
+            break
+        time.sleep(0.1)
+    assert record["disconnected"], "the upstream kept streaming after the client left"
+    while time.monotonic() < deadline and fb.get(f"/api/runs/{run_id}").status_code != 200:
+        time.sleep(0.1)
+    assert fb.run(run_id)["status"] == "cancelled"
