@@ -276,6 +276,33 @@ def test_a_responses_input_image_reaches_an_anthropic_upstream(chat: openai.Open
     assert image == {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
 
 
+@pytest.mark.parametrize("model", ["gpt-on-claude", "claude-on-gpt"])
+def test_a_cut_answer_ends_as_length_for_chat_and_incomplete_for_responses(chat: openai.OpenAI, model: str) -> None:
+    done = chat.chat.completions.create(model=model, max_tokens=3, messages=[{"role": "user", "content": "[[words-20]]"}])
+    assert done.choices[0].finish_reason == "length" and done.choices[0].message.content == "[small] w1 w2 "
+    resp = chat.responses.create(model=model, max_output_tokens=3, input="[[words-20]]")
+    assert resp.status == "incomplete" and resp.incomplete_details is not None
+    assert resp.incomplete_details.reason == "max_output_tokens" and resp.output_text == "[small] w1 w2 "
+    events = list(chat.responses.create(model=model, max_output_tokens=3, input="[[words-20]] streamed", stream=True))
+    assert events[-1].type == "response.incomplete" and events[-1].response.status == "incomplete"
+
+
+def test_tool_choice_and_foreign_tool_kinds_from_a_responses_client_reach_an_anthropic_upstream_sanely(
+        chat: openai.OpenAI, upstream: FakeUpstream) -> None:
+    marker = uuid.uuid4().hex[:8]
+    tools: list[Any] = [*RESPONSES_TOOLS, {"type": "web_search"},
+                        {"type": "custom", "name": "apply_patch", "description": "edit files"}]
+    resp = chat.responses.create(
+        model="gpt-on-claude", tools=tools, tool_choice={"type": "function", "name": "get_time"},
+        parallel_tool_calls=False, input=[{"role": "developer", "content": "you are an agent"},
+                                          {"role": "user", "content": f"plan {marker}"}])
+    assert resp.output_text == expected_reply("small", f"plan {marker}")
+    body = sent_with(upstream, marker)["body"]
+    assert [t["name"] for t in body["tools"]] == ["get_weather", "get_time"]
+    assert body["tool_choice"] == {"type": "tool", "name": "get_time", "disable_parallel_tool_use": True}
+    assert [b["text"] for b in blocks(body["system"])] == ["you are an agent"]
+
+
 # ---- errors in each protocol's shape ------------------------------------------------------------
 
 

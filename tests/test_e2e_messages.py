@@ -476,3 +476,102 @@ def test_a_mid_stream_upstream_failure_is_an_error_event(
             client.messages.stream(model=model, max_tokens=100, messages=body["messages"]) as s:
         s.get_final_message()
     assert isinstance(info.value.body, dict) and info.value.body["error"]["type"] == kind
+
+
+# ---- more translation across the two upstreams --------------------------------------------------
+
+
+@pytest.mark.parametrize(("model", "wire"), BOTH)
+def test_parallel_tool_uses_come_back_as_tool_results_in_one_user_message(
+        client: anthropic.Anthropic, upstream: FakeUpstream, model: str, wire: str) -> None:
+    tools: list[ToolParam] = [*TOOLS, {"name": "get_time", "description": "time in a city",
+                                       "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    prompt = f"both please [[parallel-tools]] {uuid.uuid4().hex[:6]}"
+    first = client.messages.create(model=model, max_tokens=300, tools=tools,
+                                   messages=[{"role": "user", "content": prompt}])
+    uses = [b for b in first.content if b.type == "tool_use"]
+    assert [u.name for u in uses] == ["get_weather", "get_time"] and first.stop_reason == "tool_use"
+    second = client.messages.create(model=model, max_tokens=300, tools=tools, messages=[
+        {"role": "user", "content": prompt},
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},  # type: ignore[misc, list-item]
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": uses[0].id, "content": [{"type": "text", "text": "rain"}]},
+            {"type": "tool_result", "tool_use_id": uses[1].id, "content": "noon", "is_error": False}]}])
+    assert text_of(second) == expected_tool_reply("small", "get_weather, get_time", "rain\nnoon")
+    body = upstream.requests()[-1]["body"]
+    if wire == "openai":
+        assert body["messages"][-2:] == [{"role": "tool", "tool_call_id": uses[0].id, "content": "rain"},
+                                         {"role": "tool", "tool_call_id": uses[1].id, "content": "noon"}]
+    else:
+        assert [b["tool_use_id"] for b in body["messages"][-1]["content"]] == [u.id for u in uses]
+
+
+@pytest.mark.parametrize(("choice", "openai_choice", "anthropic_choice"), [
+    ({"type": "any"}, "required", {"type": "any"}),
+    ({"type": "tool", "name": "get_weather"}, {"type": "function", "function": {"name": "get_weather"}},
+     {"type": "tool", "name": "get_weather"}),
+    ({"type": "auto", "disable_parallel_tool_use": True}, "auto", {"type": "auto", "disable_parallel_tool_use": True}),
+])
+@pytest.mark.parametrize(("model", "wire"), BOTH)
+def test_tool_choice_is_translated_for_each_upstream(
+        client: anthropic.Anthropic, upstream: FakeUpstream, model: str, wire: str, choice: dict[str, Any],
+        openai_choice: Any, anthropic_choice: dict[str, Any]) -> None:
+    marker = uuid.uuid4().hex[:8]
+    client.messages.create(model=model, max_tokens=50, tools=TOOLS, tool_choice=choice,  # type: ignore[call-overload]
+                           messages=[{"role": "user", "content": f"choose {marker}"}])
+    body = sent_with(upstream, marker)["body"]
+    if wire == "openai":
+        assert body["tool_choice"] == openai_choice
+        assert body.get("parallel_tool_calls") is (False if choice.get("disable_parallel_tool_use") else None)
+    else:
+        assert body["tool_choice"] == anthropic_choice
+
+
+@pytest.mark.parametrize(("model", "wire"), BOTH)
+def test_max_tokens_and_stop_sequences_end_the_answer_with_the_matching_stop_reason(
+        client: anthropic.Anthropic, model: str, wire: str) -> None:
+    cut = client.messages.create(model=model, max_tokens=3, messages=[{"role": "user", "content": "[[words-20]]"}])
+    assert cut.stop_reason == "max_tokens" and text_of(cut) == "[small] w1 w2 "
+    with client.messages.stream(model=model, max_tokens=3,
+                                messages=[{"role": "user", "content": "[[words-20]] streamed"}]) as s:
+        assert s.get_final_message().stop_reason == "max_tokens"
+    stopped = client.messages.create(model=model, max_tokens=100, stop_sequences=["w3"],
+                                     messages=[{"role": "user", "content": "[[words-9]]"}])
+    assert text_of(stopped) == "[small] w1 w2 "
+    if wire == "anthropic":
+        assert stopped.stop_reason == "stop_sequence" and stopped.stop_sequence == "w3"
+    else:  # Chat Completions reports a stop sequence as a plain stop
+        assert stopped.stop_reason in ("end_turn", "stop_sequence")
+
+
+def test_an_image_block_reaches_an_openai_upstream_as_a_data_url(
+        client: anthropic.Anthropic, upstream: FakeUpstream) -> None:
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNg+M/AAAADAQEAyf6S7wAAAABJRU5ErkJggg=="
+    marker = f"look {uuid.uuid4().hex[:6]}"
+    msg = client.messages.create(model="claude-on-openai", max_tokens=100, messages=[{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
+        {"type": "text", "text": marker}]}])
+    assert text_of(msg) == expected_reply("small", marker, images=1)
+    content = sent_with(upstream, marker)["body"]["messages"][-1]["content"]
+    image, = [p for p in content if p["type"] == "image_url"]
+    assert image["image_url"]["url"] == f"data:image/png;base64,{png}"
+
+
+def test_reasoning_from_an_openai_upstream_is_a_thinking_block_that_can_be_sent_back(
+        client: anthropic.Anthropic, upstream: FakeUpstream) -> None:
+    prompt = f"reason about it [[thinking]] {uuid.uuid4().hex[:6]}"
+    first = client.messages.create(model="claude-on-openai", max_tokens=500,
+                                   messages=[{"role": "user", "content": prompt}])
+    assert [b.type for b in first.content] == ["thinking", "text"]
+    assert first.content[0].type == "thinking" and first.content[0].thinking == thinking_for(prompt)
+    with client.messages.stream(model="claude-on-openai", max_tokens=500,
+                                messages=[{"role": "user", "content": prompt}]) as s:
+        streamed = s.get_final_message()
+    assert streamed.content[0].type == "thinking" and streamed.content[0].thinking == thinking_for(prompt)
+    second = client.messages.create(model="claude-on-openai", max_tokens=500, messages=[
+        {"role": "user", "content": prompt},
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},  # type: ignore[misc, list-item]
+        {"role": "user", "content": "next"}])
+    assert text_of(second) == expected_reply("small", "next")
+    assistant = upstream.requests()[-1]["body"]["messages"][1]
+    assert assistant["role"] == "assistant" and assistant["content"] == text_of(first)
