@@ -332,6 +332,15 @@ def test_cache_reads_and_writes_are_reported_in_each_protocol_s_own_convention(
     resp = oa.responses.create(model="claude-proxy", input=prompt)
     assert resp.usage is not None
     assert resp.usage.input_tokens == total and resp.usage.input_tokens_details.cached_tokens == read
+    if stream:
+        last = list(oa.chat.completions.create(model="claude-proxy", messages=[{"role": "user", "content": prompt}],
+                                               stream=True, stream_options={"include_usage": True}))[-1]
+        assert last.usage is not None and last.usage.prompt_tokens_details is not None
+        assert last.usage.prompt_tokens == total and last.usage.prompt_tokens_details.cached_tokens == read
+        done = list(oa.responses.create(model="claude-proxy", input=prompt, stream=True))[-1]
+        assert done.type == "response.completed" and done.response.usage is not None
+        assert done.response.usage.input_tokens == total
+        assert done.response.usage.input_tokens_details.cached_tokens == read
 
     call, = spans(fb.run(raw.headers["x-flowbase-run-id"]), "model_call")
     assert call["usage"]["input_tokens"] == total

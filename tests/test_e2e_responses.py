@@ -8,7 +8,6 @@ import base64
 import hashlib
 import itertools
 import json
-import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +16,8 @@ import httpx
 import openai
 import pytest
 from openai.types.responses import Response
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from tests.fake_upstream import expected_reply, expected_tool_reply, thinking_for
 from tests.support_host import Flowbase
@@ -361,21 +362,12 @@ def test_a_mid_stream_upstream_failure_ends_the_stream_with_response_failed(
 
 
 def test_a_websocket_upgrade_on_responses_is_refused_promptly_with_a_4xx(fb: Flowbase) -> None:
-    key = base64.b64encode(uuid.uuid4().bytes).decode()
-    request = (f"GET /v1/responses HTTP/1.1\r\nHost: 127.0.0.1:{fb.port}\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-               "Authorization: Bearer anything\r\n\r\n").encode()
-    # Seconds to wait for the refusal: a client would otherwise hang instead of falling back to HTTP.
-    with socket.create_connection(("127.0.0.1", fb.port), timeout=10) as sock:
-        sock.sendall(request)
-        head = b""
-        while b"\r\n" not in head:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            head += chunk
-    status = int(head.split(b" ", 2)[1])
-    assert 400 <= status < 500, head
+    # Seconds the client waits for the handshake: a refusal must come, or Codex would hang instead
+    # of falling back to HTTP.
+    with pytest.raises(InvalidStatus) as info:
+        connect(f"ws://127.0.0.1:{fb.port}/v1/responses", open_timeout=10,
+                additional_headers={"Authorization": "Bearer anything"})
+    assert 400 <= info.value.response.status_code < 500
 
 
 def test_runs_carrying_a_codex_session_id_share_that_session_in_order(
