@@ -569,8 +569,10 @@ def test_an_image_block_reaches_an_openai_upstream_as_a_data_url(
 def test_reasoning_from_an_openai_upstream_is_a_thinking_block_that_can_be_sent_back(
         client: anthropic.Anthropic, upstream: FakeUpstream) -> None:
     prompt = f"reason about it [[thinking]] {uuid.uuid4().hex[:6]}"
-    first = client.messages.create(model="claude-on-openai", max_tokens=500,
+    first = client.messages.create(model="claude-on-openai", max_tokens=5000,
+                                   thinking={"type": "enabled", "budget_tokens": 2048},
                                    messages=[{"role": "user", "content": prompt}])
+    assert sent_with(upstream, prompt)["body"]["reasoning_effort"] == "low"
     assert [b.type for b in first.content] == ["thinking", "text"]
     assert first.content[0].type == "thinking" and first.content[0].thinking == thinking_for(prompt)
     with client.messages.stream(model="claude-on-openai", max_tokens=500,
