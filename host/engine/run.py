@@ -224,16 +224,26 @@ class Execution:
             for ev in response_events(self._as_response(node, res)):
                 yield ev
             return
+        done: list[Result] = []
+        async for ev in self._node_events(node, True, done):
+            if isinstance(ev, StreamEnd):
+                self._answered(node, done[0].output)
+            yield ev
+
+    async def _node_events(self, node: Node, stream: bool, done: list[Result]) -> AsyncIterator[StreamEvent]:
+        """Runs one node in the runner, yielding its stream events (when ``stream``) and putting
+        its result in ``done``. A streamed node's StreamEnd is held back until its result is in,
+        so the run is complete before the client sees the end (see ``stream()``)."""
         started = time.time()
         request = self._request_for(node)
         inputs = self._inputs_for(node)
         call = self.engine.pool.call(node.type, node_id=node.id, config=node.config, inputs=inputs,
-                                     request=request, stream=True, timeout_s=node.timeout_s)
+                                     request=request, stream=stream, timeout_s=node.timeout_s)
         end: StreamEnd | None = None
         try:
             async for ev in call:
                 if isinstance(ev, StreamEnd):
-                    end = ev  # held back until the node's result is in (see stream())
+                    end = ev
                     continue
                 yield ev
             res = await call.result()
@@ -244,11 +254,13 @@ class Execution:
             await call.cancel()
             raise
         self._node_done(node, started, inputs, request, res)
-        self._answered(node, res.output)
-        if end is None and res.response is not None:
-            end = StreamEnd(stop_reason=res.response.stop_reason, stop_sequence=res.response.stop_sequence,
-                            usage=res.response.usage)
-        if end is not None:
+        done.append(res)
+        if stream:
+            if end is None and res.response is not None:
+                end = StreamEnd(stop_reason=res.response.stop_reason, stop_sequence=res.response.stop_sequence,
+                                usage=res.response.usage)
+            if end is None:
+                end = StreamEnd()
             yield end
 
     def _answered(self, node: Node, output: dict[str, Any]) -> None:
@@ -287,21 +299,10 @@ class Execution:
         return build_request(node, self.req, self._context())
 
     async def _invoke(self, node: Node) -> Result:
-        started = time.time()
-        request = self._request_for(node)
-        inputs = self._inputs_for(node)
-        call = self.engine.pool.call(node.type, node_id=node.id, config=node.config, inputs=inputs,
-                                     request=request, stream=False, timeout_s=node.timeout_s)
-        try:
-            res = await call.result()
-        except FlowbaseError as exc:
-            self._node_failed(node, started, inputs, request, exc)
-            raise
-        except BaseException:
-            await call.cancel()
-            raise
-        self._node_done(node, started, inputs, request, res)
-        return res
+        done: list[Result] = []
+        async for _ in self._node_events(node, False, done):
+            pass  # a node called without stream yields nothing
+        return done[0]
 
     def _node_input(self, node: Node, inputs: dict[str, Any], request: Request | None) -> Any:
         if request is None or request is self.req:
