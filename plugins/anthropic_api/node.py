@@ -22,15 +22,27 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 
-from plugin_sdk.errors import NodeError, UpstreamError
+from plugin_sdk.errors import UpstreamError
 from plugin_sdk.node import NodeContext
 from plugin_sdk.types import Response, response_events
-from plugins.anthropic_api.stream import EventFolder, SSELines, decode_event
+from plugin_sdk.upstream import (
+    SSELines,
+    TimeoutCache,
+    Upstream,
+    UpstreamPool,
+    connect_error,
+    connect_timeout_error,
+    connection_error,
+    read_timeout_error,
+    record_cancelled,
+    record_model_call,
+    require_request,
+)
+from plugins.anthropic_api.stream import EventFolder, decode_event
 from plugins.anthropic_api.wire import build_body, error_message, parse_message
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -47,36 +59,23 @@ POOL_LIMIT = 512
 KEEPALIVE_S = 30.0
 
 _encode = msgspec.json.Encoder().encode
-_to_builtins = msgspec.to_builtins
 
 
-class Upstream:
-    __slots__ = ("client", "headers", "host", "loop", "url")
-
-    def __init__(self, url: str, host: str, headers: dict[str, str], client: httpx.AsyncClient,
-                 loop: asyncio.AbstractEventLoop) -> None:
-        self.url = url
-        self.host = host
-        self.headers = headers
-        self.client = client
-        self.loop = loop
-
-
-# Clients belong to the event loop that created them; the runner has one loop, tests may have several.
-_clients: dict[str, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
-_upstreams: dict[tuple[Any, ...], Upstream] = {}
-_timeouts: dict[float, httpx.Timeout] = {}
-
-
-def _client(base_url: str, loop: asyncio.AbstractEventLoop) -> httpx.AsyncClient:
-    entry = _clients.get(base_url)
-    if entry is not None and entry[0] is loop and not entry[1].is_closed:
-        return entry[1]
+def _new_client() -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=POOL_LIMIT, max_keepalive_connections=POOL_LIMIT,
                           keepalive_expiry=KEEPALIVE_S)
-    c = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(DEFAULT_READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
-    _clients[base_url] = (loop, c)
-    return c
+    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(DEFAULT_READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
+
+
+async def _close_client(c: httpx.AsyncClient) -> None:
+    await c.aclose()
+
+
+_pool: UpstreamPool[httpx.AsyncClient] = UpstreamPool(_new_client, lambda c: c.is_closed, _close_client)
+_upstreams = _pool.upstreams
+_timeouts = TimeoutCache(lambda read: httpx.Timeout(read, connect=CONNECT_TIMEOUT_S), DEFAULT_READ_TIMEOUT_S)
+_timeout = _timeouts.get
+close = _pool.close
 
 
 def _url(base: str) -> str:
@@ -87,7 +86,7 @@ def _url(base: str) -> str:
     return base + "/v1/messages"
 
 
-def _upstream(config: dict[str, Any]) -> Upstream:
+def _upstream(config: dict[str, Any]) -> Upstream[httpx.AsyncClient]:
     base = (config.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
     key = config.get("api_key")
     extra = config.get("headers")
@@ -105,34 +104,21 @@ def _upstream(config: dict[str, Any]) -> Upstream:
         headers["anthropic-beta"] = ",".join(beta) if isinstance(beta, list) else str(beta)
     if extra:
         headers.update(extra)
-    host = urlsplit(base).netloc.rpartition("@")[2] or base
-    up = Upstream(_url(base), host, headers, _client(base, loop), loop)
-    _upstreams[ident] = up
-    return up
+    return _pool.add(ident, base, _url(base), headers, loop)
 
 
-def _timeout(config: dict[str, Any]) -> httpx.Timeout:
-    read = float(config.get("timeout_s") or DEFAULT_READ_TIMEOUT_S)
-    t = _timeouts.get(read)
-    if t is None:
-        t = _timeouts[read] = httpx.Timeout(read, connect=CONNECT_TIMEOUT_S)
-    return t
-
-
-async def close() -> None:
-    loop = asyncio.get_running_loop()
-    clients = list(_clients.values())
-    _clients.clear()
-    _upstreams.clear()
-    for owner, c in clients:
-        if owner is loop:  # another loop's client cannot be closed from here; it died with its loop
-            await c.aclose()
+def _transport_error(exc: httpx.HTTPError, host: str, provider: str, config: dict[str, Any]) -> UpstreamError:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return connect_timeout_error(host, provider, CONNECT_TIMEOUT_S)
+    if isinstance(exc, httpx.TimeoutException):
+        return read_timeout_error(host, provider, _timeouts.read_s(config))
+    if isinstance(exc, httpx.ConnectError):
+        return connect_error(host, provider, exc)
+    return connection_error(host, provider, exc)
 
 
 async def run(ctx: NodeContext) -> Response:
-    req = ctx.request
-    if req is None:
-        raise NodeError(f"node '{ctx.node_id}' (anthropic.messages) needs a request; it is a model node")
+    req = require_request(ctx, "anthropic.messages")
     config = ctx.config
     model: str = config["model"]
     provider: str = config.get("provider") or "anthropic"
@@ -160,32 +146,16 @@ async def run(ctx: NodeContext) -> Response:
         finally:
             await resp.aclose()  # on cancel this drops the connection, so the upstream stops
     except UpstreamError as exc:
-        _record(ctx, provider, model, started, body, error=exc)
+        record_model_call(ctx, provider, model, started, body, error=exc)
         raise
     except asyncio.CancelledError:
-        ctx.record("model_call", f"{provider}/{model}", started_at=started, input=body, model=model,
-                   provider=provider, error="cancelled")
+        record_cancelled(ctx, provider, model, started, body)
         raise
-    except httpx.ConnectTimeout as exc:
-        err = UpstreamError(f"upstream {up.host} (provider {provider!r}) did not accept a connection within "
-                            f"{CONNECT_TIMEOUT_S:g} s", status=504)
-        _record(ctx, provider, model, started, body, error=err)
-        raise err from exc
-    except httpx.TimeoutException as exc:
-        err = UpstreamError(f"upstream {up.host} (provider {provider!r}) did not answer within "
-                            f"{timeout.read:g} s", status=504)
-        _record(ctx, provider, model, started, body, error=err)
-        raise err from exc
-    except httpx.ConnectError as exc:
-        err = UpstreamError(f"cannot connect to upstream {up.host} (provider {provider!r}): {exc}", status=502)
-        _record(ctx, provider, model, started, body, error=err)
-        raise err from exc
     except httpx.HTTPError as exc:
-        err = UpstreamError(f"connection to upstream {up.host} (provider {provider!r}) failed: "
-                            f"{type(exc).__name__}: {exc}", status=502)
-        _record(ctx, provider, model, started, body, error=err)
+        err = _transport_error(exc, up.host, provider, config)
+        record_model_call(ctx, provider, model, started, body, error=err)
         raise err from exc
-    _record(ctx, provider, model, started, body, resp=result)
+    record_model_call(ctx, provider, model, started, body, resp=result)
     return result
 
 
@@ -204,14 +174,3 @@ async def _read_stream(ctx: NodeContext, resp: httpx.Response, model: str) -> Re
         raise UpstreamError("upstream closed the stream before message_stop", status=502)
     return folder.response()
 
-
-def _record(ctx: NodeContext, provider: str, model: str, started: float, body: dict[str, Any], *,
-            resp: Response | None = None, error: UpstreamError | None = None) -> None:
-    if error is not None:
-        ctx.record("model_call", f"{provider}/{model}", started_at=started, input=body, model=model,
-                   provider=provider, output={"status": error.status, "message": error.message},
-                   error=error.message)
-    else:
-        assert resp is not None
-        ctx.record("model_call", f"{provider}/{model}", started_at=started, input=body, output=_to_builtins(resp),
-                   usage=resp.usage, model=model, provider=provider)

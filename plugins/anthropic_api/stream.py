@@ -1,7 +1,7 @@
 """Anthropic Messages SSE → canonical stream events, event by event (no buffering).
 
-``SSELines.feed(bytes)`` returns the ``data:`` payloads completed by a read (each payload carries
-its event ``type``, so the ``event:`` lines need not be tracked). ``EventFolder.feed(event)``:
+The node splits the byte stream into ``data:`` payloads with ``plugin_sdk.upstream.SSELines`` (each
+payload carries its event ``type``, so the ``event:`` lines need not be tracked). ``EventFolder.feed(event)``:
 
 - ``message_start`` → ``StreamStart`` with the prompt-side usage (input incl. cache reads/writes);
 - ``content_block_start/delta/stop`` → ``BlockStart/BlockDelta/BlockStop``: ``text_delta`` and
@@ -36,20 +36,6 @@ from plugin_sdk.types import (
     Usage,
 )
 from plugins.anthropic_api.wire import STATUS_BY_ERROR_TYPE, STOP, Block, WireError, WireMessage, WireUsage
-
-
-class SSELines:
-    """Incremental SSE splitter: ``feed`` returns the ``data:`` payloads completed by ``chunk``."""
-
-    __slots__ = ("_buf",)
-
-    def __init__(self) -> None:
-        self._buf = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        lines = (self._buf + chunk).split(b"\n") if self._buf else chunk.split(b"\n")
-        self._buf = lines.pop()
-        return [line[5:].strip() for line in lines if line.startswith(b"data:")]
 
 
 class Delta(msgspec.Struct):

@@ -43,6 +43,7 @@ from plugin_sdk.types import (
     ToolResultPart,
     Usage,
 )
+from plugin_sdk.upstream import raw_error_message
 
 DEFAULT_MAX_TOKENS = 4096
 # Thinking budgets (tokens) for an OpenAI-style effort when the client gave no budget.
@@ -152,8 +153,7 @@ def error_message(body: bytes, status: int) -> tuple[str, str | None]:
     try:
         e = _decode_error(body)
     except (msgspec.ValidationError, msgspec.DecodeError):
-        text = body.decode("utf-8", "replace").strip()
-        return (text[:500] or f"upstream answered HTTP {status}"), None
+        return raw_error_message(body, status), None
     if e.error is not None and e.error.message:
         return e.error.message, e.error.type
     return (e.message or f"upstream answered HTTP {status}"), None

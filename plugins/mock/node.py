@@ -43,6 +43,7 @@ from plugin_sdk.types import (
     ToolCallPart,
     Usage,
 )
+from plugin_sdk.upstream import record_model_call, require_request
 from plugins.mock.script import FailSpec, Plan, plan
 
 _WORDS = re.compile(r"\S+\s*|\s+")
@@ -84,9 +85,7 @@ def _error(fail: FailSpec | dict[str, Any]) -> UpstreamError:
 
 
 async def run(ctx: NodeContext) -> Response:
-    req = ctx.request
-    if req is None:
-        raise NodeError(f"node '{ctx.node_id}' (mock.chat) needs a request; it is a model node")
+    req = require_request(ctx, "mock.chat")
     config = ctx.config
     model: str = config["model"]
     provider: str = config.get("provider") or "mock"
@@ -102,8 +101,7 @@ async def run(ctx: NodeContext) -> Response:
     except UpstreamError as exc:
         if latency:
             await asyncio.sleep(latency)
-        ctx.record("model_call", f"{provider}/{model}", started_at=started, input=_to_builtins(req), model=model,
-                   provider=provider, output={"status": exc.status, "message": exc.message}, error=exc.message)
+        record_model_call(ctx, provider, model, started, _to_builtins(req), error=exc)
         raise
     except msgspec.ValidationError as exc:
         raise NodeError(f"mock config `fail` is invalid: {exc}") from exc
@@ -137,8 +135,7 @@ async def run(ctx: NodeContext) -> Response:
         await _stream(ctx, resp, pieces, delay)
     elif delay:
         await asyncio.sleep(delay * len(pieces))
-    ctx.record("model_call", f"{provider}/{model}", started_at=started, input=_to_builtins(req),
-               output=_to_builtins(resp), usage=usage, model=model, provider=provider)
+    record_model_call(ctx, provider, model, started, _to_builtins(req), resp=resp)
     return resp
 
 

@@ -21,15 +21,27 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
 
-from plugin_sdk.errors import NodeError, UpstreamError
+from plugin_sdk.errors import UpstreamError
 from plugin_sdk.node import NodeContext
 from plugin_sdk.types import Response, response_events
-from plugins.openai_compat.stream import DONE, ChunkFolder, SSELines
+from plugin_sdk.upstream import (
+    SSELines,
+    TimeoutCache,
+    Upstream,
+    UpstreamPool,
+    connect_error,
+    connect_timeout_error,
+    connection_error,
+    read_timeout_error,
+    record_cancelled,
+    record_model_call,
+    require_request,
+)
+from plugins.openai_compat.stream import DONE, ChunkFolder
 from plugins.openai_compat.wire import build_body, decode_completion, error_message, parse_completion
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -47,48 +59,34 @@ KEEPALIVE_S = 30.0
 DNS_CACHE_S = 300
 
 _encode = msgspec.json.Encoder().encode
-_to_builtins = msgspec.to_builtins
 
 
-class Upstream:
-    """One configured upstream: its URL, pre-built headers and the shared session for its base_url."""
-
-    __slots__ = ("headers", "host", "loop", "session", "url")
-
-    def __init__(self, url: str, host: str, headers: dict[str, str], session: aiohttp.ClientSession,
-                 loop: asyncio.AbstractEventLoop) -> None:
-        self.url = url
-        self.host = host
-        self.headers = headers
-        self.session = session
-        self.loop = loop
-
-
-# Sessions belong to the event loop that created them; the runner has one loop, tests may have several.
-_sessions: dict[str, tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = {}
-_upstreams: dict[tuple[Any, ...], Upstream] = {}
-_timeouts: dict[float, aiohttp.ClientTimeout] = {}
-
-
-def _session(base_url: str, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
-    entry = _sessions.get(base_url)
-    if entry is not None and entry[0] is loop and not entry[1].closed:
-        return entry[1]
+def _new_session() -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=POOL_LIMIT, limit_per_host=POOL_LIMIT, keepalive_timeout=KEEPALIVE_S,
                                      ttl_dns_cache=DNS_CACHE_S)
-    s = aiohttp.ClientSession(connector=connector)
-    _sessions[base_url] = (loop, s)
-    return s
+    return aiohttp.ClientSession(connector=connector)
 
 
-def _upstream(config: dict[str, Any]) -> Upstream:
+async def _close_session(s: aiohttp.ClientSession) -> None:
+    await s.close()
+
+
+_pool: UpstreamPool[aiohttp.ClientSession] = UpstreamPool(_new_session, lambda s: s.closed, _close_session)
+_upstreams = _pool.upstreams
+_timeouts = TimeoutCache(lambda read: aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S,
+                                                            sock_read=read), DEFAULT_READ_TIMEOUT_S)
+_timeout = _timeouts.get
+close = _pool.close
+
+
+def _upstream(config: dict[str, Any]) -> Upstream[aiohttp.ClientSession]:
     base = (config.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
     key = config.get("api_key")
     extra = config.get("headers")
     ident = (base, key, tuple(extra.items()) if extra else ())
     up = _upstreams.get(ident)
     loop = asyncio.get_running_loop()
-    if up is not None and up.loop is loop and not up.session.closed:
+    if up is not None and up.loop is loop and not up.client.closed:
         return up
     url = base if base.endswith("/chat/completions") else base + "/chat/completions"
     headers = {"Content-Type": "application/json"}
@@ -96,34 +94,22 @@ def _upstream(config: dict[str, Any]) -> Upstream:
         headers["Authorization"] = f"Bearer {key}"
     if extra:
         headers.update(extra)
-    host = urlsplit(base).netloc.rpartition("@")[2] or base
-    up = Upstream(url, host, headers, _session(base, loop), loop)
-    _upstreams[ident] = up
-    return up
+    return _pool.add(ident, base, url, headers, loop)
 
 
-def _timeout(config: dict[str, Any]) -> aiohttp.ClientTimeout:
-    read = float(config.get("timeout_s") or DEFAULT_READ_TIMEOUT_S)
-    t = _timeouts.get(read)
-    if t is None:
-        t = _timeouts[read] = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=read)
-    return t
-
-
-async def close() -> None:
-    loop = asyncio.get_running_loop()
-    sessions = list(_sessions.values())
-    _sessions.clear()
-    _upstreams.clear()
-    for owner, s in sessions:
-        if owner is loop:  # another loop's session cannot be closed from here; it died with its loop
-            await s.close()
+def _transport_error(exc: aiohttp.ClientError | TimeoutError, host: str, provider: str,
+                     config: dict[str, Any]) -> UpstreamError:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return connect_timeout_error(host, provider, CONNECT_TIMEOUT_S)
+    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+        return read_timeout_error(host, provider, _timeouts.read_s(config))
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return connect_error(host, provider, exc.strerror or exc.os_error)
+    return connection_error(host, provider, exc)
 
 
 async def run(ctx: NodeContext) -> Response:
-    req = ctx.request
-    if req is None:
-        raise NodeError(f"node '{ctx.node_id}' (openai.chat) needs a request; it is a model node")
+    req = require_request(ctx, "openai.chat")
     config = ctx.config
     model: str = config["model"]
     provider: str = config.get("provider") or "openai"
@@ -131,7 +117,7 @@ async def run(ctx: NodeContext) -> Response:
     body = build_body(req, config, ctx.stream)
     started = time.time()
     try:
-        async with up.session.post(up.url, data=_encode(body), headers=up.headers, timeout=_timeout(config)) as resp:
+        async with up.client.post(up.url, data=_encode(body), headers=up.headers, timeout=_timeout(config)) as resp:
             try:
                 if resp.status >= 400:
                     raw = await resp.read()
@@ -149,33 +135,16 @@ async def run(ctx: NodeContext) -> Response:
                 resp.close()  # drop the connection: the upstream must stop generating for a gone client
                 raise
     except UpstreamError as exc:
-        _record(ctx, provider, model, started, body, error=exc)
+        record_model_call(ctx, provider, model, started, body, error=exc)
         raise
     except asyncio.CancelledError:
-        ctx.record("model_call", f"{provider}/{model}", started_at=started, input=body, model=model,
-                   provider=provider, error="cancelled")
+        record_cancelled(ctx, provider, model, started, body)
         raise
-    except aiohttp.ConnectionTimeoutError as exc:
-        err = UpstreamError(f"upstream {up.host} (provider {provider!r}) did not accept a connection within "
-                            f"{CONNECT_TIMEOUT_S:g} s", status=504)
-        _record(ctx, provider, model, started, body, error=err)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        err = _transport_error(exc, up.host, provider, config)
+        record_model_call(ctx, provider, model, started, body, error=err)
         raise err from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        err = UpstreamError(f"upstream {up.host} (provider {provider!r}) did not answer within "
-                            f"{_timeout(config).sock_read:g} s", status=504)
-        _record(ctx, provider, model, started, body, error=err)
-        raise err from exc
-    except aiohttp.ClientConnectorError as exc:
-        err = UpstreamError(f"cannot connect to upstream {up.host} (provider {provider!r}): "
-                            f"{exc.strerror or exc.os_error}", status=502)
-        _record(ctx, provider, model, started, body, error=err)
-        raise err from exc
-    except aiohttp.ClientError as exc:
-        err = UpstreamError(f"connection to upstream {up.host} (provider {provider!r}) failed: "
-                            f"{type(exc).__name__}: {exc}", status=502)
-        _record(ctx, provider, model, started, body, error=err)
-        raise err from exc
-    _record(ctx, provider, model, started, body, resp=result)
+    record_model_call(ctx, provider, model, started, body, resp=result)
     return result
 
 
@@ -202,14 +171,3 @@ async def _read_stream(ctx: NodeContext, resp: aiohttp.ClientResponse, model: st
         await ctx.emit(ev)
     return folder.response()
 
-
-def _record(ctx: NodeContext, provider: str, model: str, started: float, body: dict[str, Any], *,
-            resp: Response | None = None, error: UpstreamError | None = None) -> None:
-    if error is not None:
-        ctx.record("model_call", f"{provider}/{model}", started_at=started, input=body, model=model,
-                   provider=provider, output={"status": error.status, "message": error.message},
-                   error=error.message)
-    else:
-        assert resp is not None
-        ctx.record("model_call", f"{provider}/{model}", started_at=started, input=body, output=_to_builtins(resp),
-                   usage=resp.usage, model=model, provider=provider)

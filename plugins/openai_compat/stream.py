@@ -1,7 +1,7 @@
 """OpenAI Chat Completions SSE → canonical stream events, chunk by chunk (no buffering).
 
-``SSELines.feed(bytes)`` splits what arrived into complete ``data:`` payloads (a partial line is kept
-for the next read). ``ChunkFolder.feed(chunk)`` turns one decoded chunk into canonical events:
+The node splits the byte stream into ``data:`` payloads with ``plugin_sdk.upstream.SSELines``;
+``ChunkFolder.feed(chunk)`` turns one decoded chunk into canonical events:
 
 - the first chunk opens the stream (``StreamStart``);
 - ``reasoning_content`` / ``reasoning`` deltas → a thinking block, ``content`` (and ``refusal``)
@@ -36,24 +36,6 @@ from plugin_sdk.types import (
 from plugins.openai_compat.wire import Completion, FunctionCall, stop_reason, to_usage
 
 DONE = b"[DONE]"
-
-
-class SSELines:
-    """Incremental SSE splitter: ``feed`` returns the ``data:`` payloads completed by ``chunk``."""
-
-    __slots__ = ("_buf",)
-
-    def __init__(self) -> None:
-        self._buf = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        lines = (self._buf + chunk).split(b"\n") if self._buf else chunk.split(b"\n")
-        self._buf = lines.pop()
-        out: list[bytes] = []
-        for line in lines:
-            if line.startswith(b"data:"):
-                out.append(line[5:].strip())
-        return out
 
 
 class ChunkFolder:

@@ -34,6 +34,7 @@ from plugin_sdk.types import (
     ToolResultPart,
     Usage,
 )
+from plugin_sdk.upstream import raw_error_message
 
 # Keys the node sets itself; a client's ``extra`` must not override them.
 RESERVED = frozenset({"model", "messages", "stream", "stream_options", "tools", "tool_choice", "n"})
@@ -178,8 +179,7 @@ def error_message(body: bytes, status: int) -> tuple[str, str | None]:
     try:
         e = _decode_error(body)
     except (msgspec.ValidationError, msgspec.DecodeError):
-        text = body.decode("utf-8", "replace").strip()
-        return (text[:500] or f"upstream answered HTTP {status}"), None
+        return raw_error_message(body, status), None
     if isinstance(e.error, WireError) and e.error.message:
         code = e.error.code if isinstance(e.error.code, str) else e.error.type
         return e.error.message, code
