@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,22 +20,29 @@ from fake_upstream import (
     thinking_for,
     tool_preamble,
 )
-from support_upstream import FakeUpstream, header, upstream_fixture
+from support_upstream import (
+    READ_TOOL,
+    FakeUpstream,
+    ask,
+    cancel_mid_stream,
+    disconnected,
+    folded,
+    header,
+    record_with,
+    refused_port,
+    upstream_fixture,
+)
 
 from plugin_runner.manifest import load_manifest
 from plugin_sdk.errors import UpstreamError
-from plugin_sdk.node import NodeContext
 from plugin_sdk.testing import NodeRun, run_node
 from plugin_sdk.types import (
-    Accumulator,
     BlockDelta,
     BlockStart,
     ImagePart,
     Message,
     Reasoning,
     Request,
-    Response,
-    StreamEvent,
     StreamStart,
     TextPart,
     ThinkingPart,
@@ -54,8 +59,6 @@ upstream = upstream_fixture()
 SPEC = load_manifest(Path(__file__).resolve().parent.parent / "manifests" / "anthropic_api.yaml").node_types[
     "anthropic.messages"]
 KEY = "sk-ant-test-0123456789"
-READ = Tool(name="Read", description="Read a file", parameters={
-    "type": "object", "properties": {"file_path": {"type": "string"}}, "required": ["file_path"]})
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session", autouse=True)
@@ -68,26 +71,9 @@ def cfg(up: FakeUpstream, model: str = "claude-fake", **kw: Any) -> dict[str, An
     return {"model": model, "base_url": up.anthropic_base_url, "api_key": KEY, "provider": "ant", **kw}
 
 
-def ask(text: str, **kw: Any) -> Request:
-    return Request(model="client-model", messages=[text_message("user", text)], **kw)
-
-
 async def call(up: FakeUpstream, req: Request, *, stream: bool, model: str = "claude-fake", **kw: Any) -> NodeRun:
     return await run_node(an.run, config=cfg(up, model, **kw), request=req, stream=stream, validate_with=SPEC,
                           node_type="anthropic.messages")
-
-
-def record_with(up: FakeUpstream, marker: str) -> dict[str, Any]:
-    recs = [r for r in up.requests() if marker in json.dumps(r["body"])]
-    assert len(recs) == 1, f"expected one upstream request carrying {marker!r}, got {len(recs)}"
-    return recs[0]
-
-
-def folded(events: list[StreamEvent]) -> Response:
-    acc = Accumulator()
-    for ev in events:
-        acc.feed(ev)
-    return acc.response()
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -118,16 +104,16 @@ async def test_a_tool_call_and_its_result_round_trip_with_tool_results_leading_t
     marker = uuid.uuid4().hex
     builtin = Tool(name="web_search", kind="web_search", raw={"type": "web_search_20250305", "name": "web_search"})
     foreign = Tool(name="web_search_preview", kind="web_search", raw={"type": "web_search_preview"})
-    req = ask(f"read it {marker}", tools=[READ, builtin, foreign], tool_choice=ToolChoice(mode="required"),
+    req = ask(f"read it {marker}", tools=[READ_TOOL, builtin, foreign], tool_choice=ToolChoice(mode="required"),
               parallel_tool_calls=False)
     res = await call(upstream, req, stream=stream, model="tool-call")
     assert res.response is not None and res.response.stop_reason == "tool_use"
     preamble, tc = res.response.content
     assert preamble == TextPart(tool_preamble("Read"))
     assert isinstance(tc, ToolCallPart) and tc.name == "Read" and tc.id.startswith("toolu_")
-    assert json.loads(tc.arguments) == plausible_args(READ.parameters, f"read it {marker}")
+    assert json.loads(tc.arguments) == plausible_args(READ_TOOL.parameters, f"read it {marker}")
     body = record_with(upstream, marker)["body"]
-    assert body["tools"] == [{"name": "Read", "description": "Read a file", "input_schema": READ.parameters},
+    assert body["tools"] == [{"name": "Read", "description": "Read a file", "input_schema": READ_TOOL.parameters},
                              {"type": "web_search_20250305", "name": "web_search"}]
     assert body["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
     if stream:
@@ -136,7 +122,7 @@ async def test_a_tool_call_and_its_result_round_trip_with_tool_results_leading_t
         assert folded(res.events) == res.response
 
     marker2 = uuid.uuid4().hex
-    follow = Request(model="m", tools=[READ], messages=[
+    follow = Request(model="m", tools=[READ_TOOL], messages=[
         *req.messages, Message(role="assistant", content=res.response.content),
         Message(role="tool", content=[ToolResultPart(tool_call_id=tc.id, content=[TextPart(f"bytes {marker2}")])]),
         text_message("user", "and summarise it"),
@@ -244,9 +230,7 @@ async def test_upstream_errors_keep_their_status_message_type_and_retry_after(
 
 
 async def test_a_refused_connection_is_a_502_naming_the_host_but_not_the_key() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    with refused_port() as port:
         config = {"model": "m", "base_url": f"http://127.0.0.1:{port}", "api_key": KEY}
         with pytest.raises(UpstreamError) as info:
             await run_node(an.run, config=config, request=ask("hi"), stream=False)
@@ -292,25 +276,10 @@ async def test_images_go_as_base64_or_url_sources(upstream: FakeUpstream) -> Non
 
 async def test_cancelling_a_streaming_node_closes_the_upstream_request(upstream: FakeUpstream) -> None:
     marker = uuid.uuid4().hex
-    got_text = asyncio.Event()
-
-    async def emit(ev: StreamEvent) -> None:
-        if isinstance(ev, BlockDelta):
-            got_text.set()
-
-    ctx = NodeContext(node_id="n", node_type="anthropic.messages", config=cfg(upstream, "slow-20+words-500"),
-                      inputs={}, request=ask(marker), stream=True, emit=emit)
-    task = asyncio.create_task(an.run(ctx))
-    await asyncio.wait_for(got_text.wait(), 30)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    ctx = await cancel_mid_stream(an.run, node_type="anthropic.messages", config=cfg(upstream, "slow-20+words-500"),
+                                  request=ask(marker))
     assert [s.error for s in ctx.spans] == ["cancelled"]
-    for _ in range(300):  # the upstream notices the disconnect at its next write
-        if (await asyncio.to_thread(record_with, upstream, marker))["disconnected"]:
-            break
-        await asyncio.sleep(0.02)
-    assert record_with(upstream, marker)["disconnected"] is True
+    assert (await disconnected(upstream, marker))["disconnected"] is True
 
 
 async def test_a_server_that_ignores_the_stream_flag_is_still_streamed_to_the_client(upstream: FakeUpstream) -> None:

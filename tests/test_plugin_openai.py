@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,14 +13,23 @@ import msgspec
 import pytest
 import pytest_asyncio
 from fake_upstream import OPENAI_ERRORS, expected_reply, expected_tool_reply, filler, plausible_args, thinking_for
-from support_upstream import FakeUpstream, header, upstream_fixture
+from support_upstream import (
+    READ_TOOL,
+    FakeUpstream,
+    ask,
+    cancel_mid_stream,
+    disconnected,
+    folded,
+    header,
+    record_with,
+    refused_port,
+    upstream_fixture,
+)
 
 from plugin_runner.manifest import load_manifest
 from plugin_sdk.errors import UpstreamError
-from plugin_sdk.node import NodeContext
 from plugin_sdk.testing import NodeRun, run_node
 from plugin_sdk.types import (
-    Accumulator,
     BlockDelta,
     BlockStart,
     BlockStop,
@@ -30,7 +38,6 @@ from plugin_sdk.types import (
     Reasoning,
     Request,
     StreamEnd,
-    StreamEvent,
     StreamStart,
     TextPart,
     ThinkingPart,
@@ -46,8 +53,6 @@ from plugins.openai_compat import node as oa
 SPEC = load_manifest(Path(__file__).resolve().parent.parent / "manifests" / "openai_compat.yaml").node_types["openai.chat"]
 upstream = upstream_fixture()
 KEY = "sk-test-openai-0123456789"
-READ = Tool(name="Read", description="Read a file", parameters={
-    "type": "object", "properties": {"file_path": {"type": "string"}}, "required": ["file_path"]})
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session", autouse=True)
@@ -60,26 +65,9 @@ def cfg(up: FakeUpstream, model: str = "small", **kw: Any) -> dict[str, Any]:
     return {"model": model, "base_url": up.openai_base_url, "api_key": KEY, "provider": "up", **kw}
 
 
-def ask(text: str, **kw: Any) -> Request:
-    return Request(model="client-model", messages=[text_message("user", text)], **kw)
-
-
 async def call(up: FakeUpstream, req: Request, *, stream: bool, model: str = "small", **kw: Any) -> NodeRun:
     return await run_node(oa.run, config=cfg(up, model, **kw), request=req, stream=stream, validate_with=SPEC,
                           node_type="openai.chat")
-
-
-def record_with(up: FakeUpstream, marker: str) -> dict[str, Any]:
-    recs = [r for r in up.requests() if marker in json.dumps(r["body"])]
-    assert len(recs) == 1, f"expected one upstream request carrying {marker!r}, got {len(recs)}"
-    return recs[0]
-
-
-def folded(events: list[StreamEvent]) -> Any:
-    acc = Accumulator()
-    for ev in events:
-        acc.feed(ev)
-    return acc.response()
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -116,13 +104,13 @@ async def test_a_streamed_answer_arrives_word_by_word_as_canonical_events(upstre
 async def test_a_tool_call_comes_back_and_its_result_goes_back_upstream(upstream: FakeUpstream, stream: bool) -> None:
     marker = uuid.uuid4().hex
     builtin = Tool(name="web_search", kind="web_search", raw={"type": "web_search_preview"})
-    req = ask(f"read the file {marker}", tools=[READ, builtin], tool_choice=ToolChoice(mode="auto"),
+    req = ask(f"read the file {marker}", tools=[READ_TOOL, builtin], tool_choice=ToolChoice(mode="auto"),
               parallel_tool_calls=False)
     res = await call(upstream, req, stream=stream, model="tool-call")
     assert res.response is not None and res.response.stop_reason == "tool_use"
     [tc] = res.response.tool_calls()
     assert tc.name == "Read" and tc.id.startswith("call_")
-    assert json.loads(tc.arguments) == plausible_args(READ.parameters, f"read the file {marker}")
+    assert json.loads(tc.arguments) == plausible_args(READ_TOOL.parameters, f"read the file {marker}")
     assert res.output["tool_calls"] == [{"id": tc.id, "name": "Read", "arguments": tc.arguments}]
     body = record_with(upstream, marker)["body"]
     assert [t["function"]["name"] for t in body["tools"]] == ["Read"]  # the built-in tool is not sent
@@ -133,7 +121,7 @@ async def test_a_tool_call_comes_back_and_its_result_goes_back_upstream(upstream
         assert len([e for e in res.events if isinstance(e, BlockDelta) and e.arguments]) > 1
 
     marker2 = uuid.uuid4().hex
-    follow = Request(model="client-model", tools=[READ], messages=[
+    follow = Request(model="client-model", tools=[READ_TOOL], messages=[
         *req.messages, Message(role="assistant", content=[tc]),
         Message(role="tool", content=[ToolResultPart(tool_call_id=tc.id, content=[TextPart(f"contents {marker2}")])]),
     ])
@@ -231,9 +219,7 @@ async def test_upstream_errors_keep_their_status_message_and_retry_after(
 
 
 async def test_a_refused_connection_is_a_502_naming_the_host_but_not_the_key() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # bound, never listening: connections are refused
+    with refused_port() as port:
         config = {"model": "m", "base_url": f"http://127.0.0.1:{port}/v1", "api_key": KEY}
         with pytest.raises(UpstreamError) as info:
             await run_node(oa.run, config=config, request=ask("hi"), stream=True)
@@ -271,25 +257,10 @@ async def test_an_upstream_silent_past_timeout_s_is_a_504(upstream: FakeUpstream
 
 async def test_cancelling_a_streaming_node_closes_the_upstream_request(upstream: FakeUpstream) -> None:
     marker = uuid.uuid4().hex
-    got_text = asyncio.Event()
-
-    async def emit(ev: StreamEvent) -> None:
-        if isinstance(ev, BlockDelta):
-            got_text.set()
-
-    ctx = NodeContext(node_id="n", node_type="openai.chat", config=cfg(upstream, "slow-20+words-500"),
-                      inputs={}, request=ask(marker), stream=True, emit=emit)
-    task = asyncio.create_task(oa.run(ctx))
-    await asyncio.wait_for(got_text.wait(), 30)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    ctx = await cancel_mid_stream(oa.run, node_type="openai.chat", config=cfg(upstream, "slow-20+words-500"),
+                                  request=ask(marker))
     assert [s.error for s in ctx.spans] == ["cancelled"]
-    for _ in range(300):  # the upstream notices the disconnect at its next write
-        if (await asyncio.to_thread(record_with, upstream, marker))["disconnected"]:
-            break
-        await asyncio.sleep(0.02)
-    rec = record_with(upstream, marker)
+    rec = await disconnected(upstream, marker)
     assert rec["disconnected"] is True
 
 
