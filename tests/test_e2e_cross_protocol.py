@@ -19,43 +19,18 @@ from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
 from tests.fake_upstream import expected_reply, expected_tool_reply, signature_for, thinking_for, tool_preamble
+from tests.support_e2e import one_llm_workflow, serve_workflows, spans
 from tests.support_host import Flowbase
-from tests.support_upstream import FakeUpstream, header, upstream_fixture
+from tests.support_upstream import FakeUpstream, header, sent_with, upstream_fixture
 
 upstream = upstream_fixture()
 
 KEY = "k1"
 SECRET = "sk-ant-cross-upstream-1234"
 
-ON_ANTHROPIC = """
-version: 1
-name: gpt-on-claude
-model: gpt-on-claude
-providers:
-  claude: {type: anthropic, base_url: "${ANTHROPIC_UPSTREAM}", api_key: "${UPSTREAM_KEY}"}
-nodes:
-  - {id: answer, type: llm, provider: claude, model: small}
-"""
-
-THINKER = """
-version: 1
-name: gpt-on-claude-thinker
-model: gpt-on-claude-thinker
-providers:
-  claude: {type: anthropic, base_url: "${ANTHROPIC_UPSTREAM}", api_key: "${UPSTREAM_KEY}"}
-nodes:
-  - {id: answer, type: llm, provider: claude, model: thinking}
-"""
-
-ON_OPENAI = """
-version: 1
-name: claude-on-gpt
-model: claude-on-gpt
-providers:
-  gpt: {type: openai, base_url: "${OPENAI_UPSTREAM}", api_key: "${UPSTREAM_KEY}"}
-nodes:
-  - {id: answer, type: llm, provider: gpt, model: small}
-"""
+ON_ANTHROPIC = one_llm_workflow("gpt-on-claude", "anthropic", "${ANTHROPIC_UPSTREAM}", "small", provider="claude")
+THINKER = one_llm_workflow("gpt-on-claude-thinker", "anthropic", "${ANTHROPIC_UPSTREAM}", "thinking", provider="claude")
+ON_OPENAI = one_llm_workflow("claude-on-gpt", "openai", "${OPENAI_UPSTREAM}", "small", provider="gpt")
 
 CHAT_TOOLS: list[Any] = [
     {"type": "function", "function": {"name": "get_weather", "description": "weather for a city",
@@ -74,30 +49,16 @@ PNG = base64.b64encode(bytes.fromhex(
 
 @pytest.fixture(scope="module")
 def fb(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Flowbase]:
-    wf = tmp_path_factory.mktemp("workflows")
-    for name, text in {"anthropic": ON_ANTHROPIC, "thinker": THINKER, "openai": ON_OPENAI}.items():
-        (wf / f"{name}.yaml").write_text(text)
     env = {"ANTHROPIC_UPSTREAM": upstream.anthropic_base_url, "OPENAI_UPSTREAM": upstream.openai_base_url,
            "UPSTREAM_KEY": SECRET, "FLOWBASE_API_KEYS": KEY}
-    with Flowbase(data_dir=tmp_path_factory.mktemp("data"), workflows=wf, env=env) as server:
+    with serve_workflows(tmp_path_factory, {"anthropic": ON_ANTHROPIC, "thinker": THINKER, "openai": ON_OPENAI},
+                         env) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def chat(fb: Flowbase) -> openai.OpenAI:
     return openai.OpenAI(base_url=fb.url + "/v1", api_key=KEY, max_retries=0)
-
-
-def spans(run: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [s for s in run["spans"] if s["kind"] == kind]
-
-
-def sent_with(upstream: FakeUpstream, marker: str) -> dict[str, Any]:
-    """The last upstream request that mentions ``marker``, with its headers."""
-    found = [r for r in upstream.requests() if marker in json.dumps(r["body"])]
-    assert found, f"no upstream request mentions {marker!r}"
-    rec: dict[str, Any] = found[-1]
-    return rec
 
 
 def blocks(content: Any) -> list[dict[str, Any]]:

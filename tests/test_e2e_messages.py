@@ -16,42 +16,17 @@ import pytest
 from anthropic.types import Message, ToolParam
 
 from tests.fake_upstream import expected_reply, expected_tool_reply, redacted_data_for, signature_for, thinking_for
+from tests.support_e2e import one_llm_workflow, serve_workflows, spans
 from tests.support_host import Flowbase
-from tests.support_upstream import FakeUpstream, header, upstream_fixture
+from tests.support_upstream import FakeUpstream, header, sent_with, upstream_fixture
 
 upstream = upstream_fixture()
 
 SECRET = "sk-ant-upstream-e2e-7788"
 
-ON_ANTHROPIC = """
-version: 1
-name: claude-proxy
-model: claude-proxy
-providers:
-  upstream: {type: anthropic, base_url: "${ANTHROPIC_UPSTREAM}", api_key: "${UPSTREAM_KEY}"}
-nodes:
-  - {id: answer, type: llm, provider: upstream, model: small}
-"""
-
-THINKER = """
-version: 1
-name: claude-thinker
-model: claude-thinker
-providers:
-  upstream: {type: anthropic, base_url: "${ANTHROPIC_UPSTREAM}", api_key: "${UPSTREAM_KEY}"}
-nodes:
-  - {id: answer, type: llm, provider: upstream, model: thinking}
-"""
-
-ON_OPENAI = """
-version: 1
-name: claude-on-openai
-model: claude-on-openai
-providers:
-  upstream: {type: openai, base_url: "${OPENAI_UPSTREAM}", api_key: "${UPSTREAM_KEY}"}
-nodes:
-  - {id: answer, type: llm, provider: upstream, model: small}
-"""
+ON_ANTHROPIC = one_llm_workflow("claude-proxy", "anthropic", "${ANTHROPIC_UPSTREAM}", "small")
+THINKER = one_llm_workflow("claude-thinker", "anthropic", "${ANTHROPIC_UPSTREAM}", "thinking")
+ON_OPENAI = one_llm_workflow("claude-on-openai", "openai", "${OPENAI_UPSTREAM}", "small")
 
 # (client model, upstream wire format)
 BOTH = [pytest.param("claude-proxy", "anthropic", id="anthropic-upstream"),
@@ -64,30 +39,16 @@ TOOLS: list[ToolParam] = [{"name": "get_weather", "description": "weather for a 
 
 @pytest.fixture(scope="module")
 def fb(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Flowbase]:
-    wf = tmp_path_factory.mktemp("workflows")
-    for name, text in {"anthropic": ON_ANTHROPIC, "thinker": THINKER, "openai": ON_OPENAI}.items():
-        (wf / f"{name}.yaml").write_text(text)
     env = {"ANTHROPIC_UPSTREAM": upstream.anthropic_base_url, "OPENAI_UPSTREAM": upstream.openai_base_url,
            "UPSTREAM_KEY": SECRET}
-    with Flowbase(data_dir=tmp_path_factory.mktemp("data"), workflows=wf, env=env) as server:
+    with serve_workflows(tmp_path_factory, {"anthropic": ON_ANTHROPIC, "thinker": THINKER, "openai": ON_OPENAI},
+                         env) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def client(fb: Flowbase) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=fb.url, api_key="sk-ant-client", max_retries=0)
-
-
-def spans(run: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [s for s in run["spans"] if s["kind"] == kind]
-
-
-def sent_with(upstream: FakeUpstream, marker: str) -> dict[str, Any]:
-    """The last upstream request that mentions ``marker``, with its headers."""
-    found = [r for r in upstream.requests() if marker in json.dumps(r["body"])]
-    assert found, f"no upstream request mentions {marker!r}"
-    rec: dict[str, Any] = found[-1]
-    return rec
 
 
 def text_of(msg: Message) -> str:

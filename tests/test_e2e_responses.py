@@ -20,30 +20,14 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.fake_upstream import expected_reply, expected_tool_reply, thinking_for
+from tests.support_e2e import one_llm_workflow, serve_workflows, spans
 from tests.support_host import Flowbase
-from tests.support_upstream import FakeUpstream, upstream_fixture
+from tests.support_upstream import FakeUpstream, sent_with, upstream_fixture
 
 upstream = upstream_fixture()
 
-PROXY = """
-version: 1
-name: resp-proxy
-model: resp-proxy
-providers:
-  upstream: {type: openai, base_url: "${UPSTREAM_BASE_URL}", api_key: sk-responses-e2e}
-nodes:
-  - {id: answer, type: llm, provider: upstream, model: small}
-"""
-
-THINKER = """
-version: 1
-name: resp-thinker
-model: resp-thinker
-providers:
-  upstream: {type: openai, base_url: "${UPSTREAM_BASE_URL}", api_key: sk-responses-e2e}
-nodes:
-  - {id: answer, type: llm, provider: upstream, model: thinking}
-"""
+PROXY = one_llm_workflow("resp-proxy", "openai", "${UPSTREAM_BASE_URL}", "small", api_key="sk-responses-e2e")
+THINKER = one_llm_workflow("resp-thinker", "openai", "${UPSTREAM_BASE_URL}", "thinking", api_key="sk-responses-e2e")
 
 MOCK = """
 version: 1
@@ -76,29 +60,14 @@ TOOLS: list[Any] = [{"type": "function", "name": "get_weather", "description": "
 
 @pytest.fixture(scope="module")
 def fb(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[Flowbase]:
-    wf = tmp_path_factory.mktemp("workflows")
-    for name, text in {"proxy": PROXY, "thinker": THINKER, "mock": MOCK}.items():
-        (wf / f"{name}.yaml").write_text(text)
-    with Flowbase(data_dir=tmp_path_factory.mktemp("data"), workflows=wf,
-                  env={"UPSTREAM_BASE_URL": upstream.openai_base_url}) as server:
+    with serve_workflows(tmp_path_factory, {"proxy": PROXY, "thinker": THINKER, "mock": MOCK},
+                         {"UPSTREAM_BASE_URL": upstream.openai_base_url}) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def client(fb: Flowbase) -> openai.OpenAI:
     return openai.OpenAI(base_url=fb.url + "/v1", api_key="anything", max_retries=0)
-
-
-def spans(run: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [s for s in run["spans"] if s["kind"] == kind]
-
-
-def sent_with(upstream: FakeUpstream, marker: str) -> dict[str, Any]:
-    """The last upstream request whose messages mention ``marker``."""
-    found = [r["body"] for r in upstream.requests() if marker in json.dumps(r["body"])]
-    assert found, f"no upstream request mentions {marker!r}"
-    body: dict[str, Any] = found[-1]
-    return body
 
 
 def mock_signature(model: str, thinking: str) -> str:
@@ -116,7 +85,8 @@ def test_a_text_response_comes_from_the_upstream_and_its_usage_matches_the_trace
     assert resp.status == "completed" and resp.model == "resp-proxy" and resp.object == "response"
     assert [item.type for item in resp.output] == ["message"]
     assert resp.usage is not None and resp.usage.input_tokens > 0 and resp.usage.output_tokens > 0
-    assert sent_with(upstream, "hello responses")["messages"] == [{"role": "user", "content": "hello responses"}]
+    sent = sent_with(upstream, "hello responses")["body"]
+    assert sent["messages"] == [{"role": "user", "content": "hello responses"}]
 
     run = fb.run(raw.headers["x-flowbase-run-id"])
     assert run["status"] == "ok" and run["protocol"] == "responses" and run["model"] == "resp-proxy"
@@ -133,7 +103,7 @@ def test_instructions_reach_the_upstream_as_the_system_message_and_are_echoed_ba
                                    max_output_tokens=50, temperature=0.2)
     assert resp.output_text == expected_reply("small", "instructed question")
     assert resp.instructions == "answer in French" and resp.max_output_tokens == 50
-    body = sent_with(upstream, "instructed question")
+    body = sent_with(upstream, "instructed question")["body"]
     assert body["messages"][0] == {"role": "system", "content": "answer in French"}
     assert body["messages"][1] == {"role": "user", "content": "instructed question"}
     assert body["temperature"] == 0.2
