@@ -11,6 +11,10 @@ Contract:
   test process's environment leaks in: no real API keys, no proxies), pointed at a flowbase URL on
   127.0.0.1. Both return a ``CliRun`` (exit code, stdout, stderr, whether it timed out), whose
   ``explain(fb)`` is the failure message: the command, its output and flowbase's log.
+- ``agent_fixtures()`` makes a test module's fixtures (``agents, fb, workdir = agent_fixtures()``):
+  ``agents`` installs the CLIs, ``fb`` is one gateway for the module serving ``tests/agent_workflows``
+  (each test finds its own runs by the CLI's session id), ``workdir`` an empty project folder per test.
+- ``tool_arguments(span)`` is a tool_call span's arguments as a dict (recorded as JSON text or as is).
 - ``runs_of(fb, model, session_id)`` lists flowbase's recorded runs of one client session, oldest
   first, with spans; ``recorded(fb, model)`` summarises all runs of a model for failure messages;
   ``thinking_answered(run)`` / ``thinking_sent_back(run)`` read the thinking blocks (text,
@@ -20,15 +24,18 @@ Contract:
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.support_host import ROOT, Flowbase
 
@@ -207,6 +214,33 @@ def codex_exec(prompt: str, *, base_url: str, model: str, home: Path, cwd: Path,
     argv = [str(clis.codex), "exec", "--skip-git-repo-check", "--sandbox", "danger-full-access",
             *(args or []), prompt]
     return run_cli(argv, env=env, cwd=cwd)
+
+
+def agent_fixtures() -> tuple[Any, Any, Any]:
+    """The ``agents``, ``fb`` and ``workdir`` fixtures of one agent-CLI test module."""
+
+    @pytest.fixture(scope="module", name="agents")
+    def agents() -> AgentClis:
+        return ensure_agents()
+
+    @pytest.fixture(scope="module", name="fb")
+    def fb(tmp_path_factory: pytest.TempPathFactory, agents: AgentClis) -> Iterator[Flowbase]:
+        with Flowbase(data_dir=tmp_path_factory.mktemp("flowbase"), workflows=WORKFLOWS) as gateway:
+            yield gateway
+
+    @pytest.fixture(name="workdir")
+    def workdir(tmp_path: Path) -> Path:
+        path = tmp_path / "project"
+        path.mkdir()
+        return path
+
+    return agents, fb, workdir
+
+
+def tool_arguments(span: dict[str, Any]) -> dict[str, Any]:
+    raw = span["input"]["arguments"]
+    parsed: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else raw
+    return parsed
 
 
 def runs_of(fb: Flowbase, model: str, session_id: str) -> list[dict[str, Any]]:

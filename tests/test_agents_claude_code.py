@@ -9,26 +9,22 @@ what flowbase recorded (runs, their session, the tool-call spans).
 
 from __future__ import annotations
 
-import json
 import secrets
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support_agents import (
     CLI_TIMEOUT_S,
     INSTALL_TIMEOUT_S,
-    WORKFLOWS,
-    AgentClis,
+    agent_fixtures,
     claude_code,
-    ensure_agents,
     runs_of,
     spans_of,
     thinking_answered,
     thinking_sent_back,
+    tool_arguments,
 )
 from tests.support_host import Flowbase
 
@@ -36,31 +32,7 @@ MODEL = "fb-claude-agent"
 API_KEY = "fb-test-claude-key"
 # The first test may install the CLIs (npm) before running two CLI turns (seconds).
 pytestmark = pytest.mark.timeout(INSTALL_TIMEOUT_S + 3 * CLI_TIMEOUT_S)
-
-
-@pytest.fixture(scope="module")
-def agents() -> AgentClis:
-    return ensure_agents()
-
-
-@pytest.fixture(scope="module")
-def fb(tmp_path_factory: pytest.TempPathFactory, agents: AgentClis) -> Iterator[Flowbase]:
-    # One gateway for the module; each test finds its own runs by the CLI's session id.
-    with Flowbase(data_dir=tmp_path_factory.mktemp("flowbase"), workflows=WORKFLOWS) as gateway:
-        yield gateway
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "project"
-    path.mkdir()
-    return path
-
-
-def _arguments(span: dict[str, Any]) -> dict[str, Any]:
-    raw = span["input"]["arguments"]
-    parsed: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else raw
-    return parsed
+agents, fb, workdir = agent_fixtures()
 
 
 def test_claude_code_prints_the_answer_of_a_flowbase_workflow_to_a_plain_prompt(
@@ -100,7 +72,7 @@ def test_claude_code_reads_a_file_with_its_read_tool_and_answers_with_what_the_f
     asked, answered = runs
     [call] = spans_of(asked, "tool_call")
     assert (call["name"], call["input"]["direction"]) == ("Read", "call_to_client")
-    assert _arguments(call) == {"file_path": str(note)}
+    assert tool_arguments(call) == {"file_path": str(note)}
     [result] = spans_of(answered, "tool_call")
     assert (result["name"], result["status"], result["input"]["direction"]) == ("Read", "ok", "result_from_client")
     assert result["input"]["tool_call_id"] == call["input"]["tool_call_id"]

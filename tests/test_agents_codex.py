@@ -9,27 +9,23 @@ flowbase recorded (runs, their session, the tool-call spans).
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support_agents import (
     CLI_TIMEOUT_S,
     INSTALL_TIMEOUT_S,
-    WORKFLOWS,
-    AgentClis,
     CliRun,
+    agent_fixtures,
     codex_exec,
-    ensure_agents,
     runs_of,
     spans_of,
     thinking_answered,
     thinking_sent_back,
+    tool_arguments,
 )
 from tests.support_host import Flowbase
 
@@ -37,39 +33,15 @@ MODEL = "fb-codex-agent"
 API_KEY = "fb-test-codex-key"
 # The first test may install the CLIs (npm) before running two CLI turns (seconds).
 pytestmark = pytest.mark.timeout(INSTALL_TIMEOUT_S + 3 * CLI_TIMEOUT_S)
+agents, fb, workdir = agent_fixtures()
 # Codex prints its banner to stderr, with the session (thread) id it sends as `session-id`.
 _SESSION_LINE = re.compile(r"^session id: (\S+)$", re.MULTILINE)
-
-
-@pytest.fixture(scope="module")
-def agents() -> AgentClis:
-    return ensure_agents()
-
-
-@pytest.fixture(scope="module")
-def fb(tmp_path_factory: pytest.TempPathFactory, agents: AgentClis) -> Iterator[Flowbase]:
-    # One gateway for the module; each test finds its own runs by the CLI's session id.
-    with Flowbase(data_dir=tmp_path_factory.mktemp("flowbase"), workflows=WORKFLOWS) as gateway:
-        yield gateway
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "project"
-    path.mkdir()
-    return path
 
 
 def _session(run: CliRun, fb: Flowbase) -> str:
     found = _SESSION_LINE.search(run.stderr)
     assert found, run.explain(fb, MODEL)
     return found.group(1)
-
-
-def _arguments(span: dict[str, Any]) -> dict[str, Any]:
-    raw = span["input"]["arguments"]
-    parsed: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else raw
-    return parsed
 
 
 def test_codex_exec_prints_the_answer_of_a_flowbase_workflow_to_a_plain_prompt(
@@ -106,7 +78,7 @@ def test_codex_exec_runs_the_command_the_model_asks_for_and_answers_with_its_out
     asked, answered = runs
     [call] = spans_of(asked, "tool_call")
     assert (call["name"], call["input"]["direction"]) == ("exec_command", "call_to_client")
-    assert _arguments(call) == {"cmd": f"cat {note}"}
+    assert tool_arguments(call) == {"cmd": f"cat {note}"}
     [result] = spans_of(answered, "tool_call")
     assert (result["name"], result["status"], result["input"]["direction"]) == (
         "exec_command", "ok", "result_from_client")
