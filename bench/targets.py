@@ -42,37 +42,29 @@ PROBE_TIMEOUT_S = 2.0
 # pip resolving and downloading litellm[proxy] (~150 packages) on a slow mirror (seconds).
 PIP_TIMEOUT_S = 1800
 
-PROXY_WORKFLOW = """\
+
+def _proxy_workflow(name: str, model: str, base_url_var: str) -> str:
+    """A one-node workflow publishing ``model`` that passes requests to the upstream at ``${base_url_var}``."""
+    return f"""\
 version: 1
-name: proxy
-model: gpt-proxy
+name: {name}
+model: {model}
 providers:
   upstream:
     type: openai
-    base_url: ${UPSTREAM_BASE_URL}
-    api_key: ${UPSTREAM_API_KEY}
+    base_url: ${{{base_url_var}}}
+    api_key: ${{UPSTREAM_API_KEY}}
 nodes:
   - id: answer
     type: llm
     provider: upstream
-    model: small
+    model: {UPSTREAM_MODEL}
 """
 
-PACED_WORKFLOW = """\
-version: 1
-name: proxy-paced
-model: gpt-proxy-paced
-providers:
-  upstream:
-    type: openai
-    base_url: ${UPSTREAM_PACED_BASE_URL}
-    api_key: ${UPSTREAM_API_KEY}
-nodes:
-  - id: answer
-    type: llm
-    provider: upstream
-    model: small
-"""
+
+# The proxy workflow of the foundation issue, exactly as written; tests load the same text.
+PROXY_WORKFLOW = _proxy_workflow("proxy", MODEL, "UPSTREAM_BASE_URL")
+PACED_WORKFLOW = _proxy_workflow("proxy-paced", PACED_MODEL, "UPSTREAM_PACED_BASE_URL")
 
 LITELLM_CONFIG = """\
 model_list:

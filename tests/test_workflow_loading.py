@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.targets import PROXY_WORKFLOW as PROXY  # the foundation issue's proxy example, as the benchmark serves it
 from host.engine.workflow import WorkflowError, load_workflow
 from plugin_runner.manifest import NodeTypeSpec
 
@@ -16,22 +17,6 @@ TYPES = {
     "template": NodeTypeSpec(),
     "router": NodeTypeSpec(config_schema={"type": "object", "required": ["routes"]}),
 }
-
-PROXY = """
-version: 1
-name: proxy
-model: gpt-proxy
-providers:
-  upstream:
-    type: openai
-    base_url: ${UPSTREAM_BASE_URL}
-    api_key: ${UPSTREAM_API_KEY}
-nodes:
-  - id: answer
-    type: llm
-    provider: upstream
-    model: small
-"""
 
 ENV = {"UPSTREAM_BASE_URL": "http://127.0.0.1:9/v1", "UPSTREAM_API_KEY": "sk-test-secret-123"}
 
