@@ -129,6 +129,16 @@ def _handled(fn: Handler) -> Handler:
 def admin_router(store: Store, recorder: Recorder) -> APIRouter:
     router = APIRouter(prefix="/api")
 
+    async def one(what: str, ident: str, fetch: Callable[[str], Awaitable[Any]], *, recorded: bool) -> Response:
+        """``fetch(ident)`` as JSON, or 404 ``{what}_not_found``; a ``recorded`` item (a run, a session)
+        is read after pending trace writes are flushed."""
+        if recorded:
+            await recorder.flush(FLUSH_WAIT_S)
+        found = await fetch(ident)
+        if found is None:
+            raise _not_found(what, ident)
+        return json_response(found)
+
     @router.get("/runs")
     @_handled
     async def list_runs(request: Request) -> Response:
@@ -150,11 +160,7 @@ def admin_router(store: Store, recorder: Recorder) -> APIRouter:
     @_handled
     async def get_run(run_id: str) -> Response:
         """One run with all its spans, in recorded order."""
-        await recorder.flush(FLUSH_WAIT_S)
-        run = await store.get_run(run_id)
-        if run is None:
-            raise _not_found("run", run_id)
-        return json_response(run)
+        return await one("run", run_id, store.get_run, recorded=True)
 
     @router.get("/sessions")
     @_handled
@@ -168,11 +174,7 @@ def admin_router(store: Store, recorder: Recorder) -> APIRouter:
     @_handled
     async def get_session(session_id: str) -> Response:
         """A session's runs, oldest first, each with its spans (for replay)."""
-        await recorder.flush(FLUSH_WAIT_S)
-        session = await store.get_session(session_id)
-        if session is None:
-            raise _not_found("session", session_id)
-        return json_response(session)
+        return await one("session", session_id, store.get_session, recorded=True)
 
     @router.get("/workflows")
     @_handled
@@ -184,10 +186,7 @@ def admin_router(store: Store, recorder: Recorder) -> APIRouter:
     @_handled
     async def get_workflow(name: str) -> Response:
         """A workflow with its current version's source text and definition."""
-        wf = await store.get_workflow(name)
-        if wf is None:
-            raise _not_found("workflow", name)
-        return json_response(wf)
+        return await one("workflow", name, store.get_workflow, recorded=False)
 
     @router.get("/workflows/{name}/versions")
     @_handled
