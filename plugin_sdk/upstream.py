@@ -97,23 +97,25 @@ class UpstreamPool(Generic[C]):
 
 
 class TimeoutCache(Generic[T]):
-    __slots__ = ("_cache", "_make", "default_read_s")
+    __slots__ = ("default_read_s", "get")
 
     def __init__(self, make: Callable[[float], T], default_read_s: float) -> None:
-        self._make = make
         self.default_read_s = default_read_s
-        self._cache: dict[float, T] = {}
+        cache: dict[float, T] = {}
+
+        # A closure, not a method: it is called on every request and reads its cache from a cell.
+        def get(config: dict[str, Any]) -> T:
+            read = float(config.get("timeout_s") or default_read_s)
+            t = cache.get(read)
+            if t is None:
+                t = cache[read] = make(read)
+            return t
+
+        self.get = get
 
     def read_s(self, config: dict[str, Any]) -> float:
         """The seconds of silence ``config`` allows (its ``timeout_s``, else the default)."""
         return float(config.get("timeout_s") or self.default_read_s)
-
-    def get(self, config: dict[str, Any]) -> T:
-        read = float(config.get("timeout_s") or self.default_read_s)
-        t = self._cache.get(read)
-        if t is None:
-            t = self._cache[read] = self._make(read)
-        return t
 
 
 class SSELines:
