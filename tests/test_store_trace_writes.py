@@ -4,6 +4,8 @@ all-or-nothing hold across statement boundaries."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -12,7 +14,7 @@ from sqlalchemy import func, select, text
 from support_store import T0, make_run
 
 from host.store.base import iso, json_dumps
-from host.store.db import Store
+from host.store.db import Store, sqlite_url
 from host.store.runs import ROWS_PER_STATEMENT, USAGE_KEYS, WRITE_CHUNK_RUNS
 from host.store.schema import runs as runs_table
 from host.store.schema import spans as spans_table
@@ -140,3 +142,38 @@ async def test_a_bad_span_deep_in_a_large_batch_stores_nothing_of_the_batch(stor
     # The store is usable afterwards and the good runs can be written.
     await store.write_runs(rows[:WRITE_CHUNK_RUNS])
     assert await counts(store) == (WRITE_CHUNK_RUNS, sum(len(r.spans) for r in rows[:WRITE_CHUNK_RUNS]))
+
+
+async def test_trace_batches_and_workflow_saves_running_at_once_all_land(store: Store) -> None:
+    # On SQLite the trace batches go through a connection of their own: both writers must queue for
+    # the one write lock instead of failing or deadlocking.
+    batches = [[ragged_run(i) for i in range(k * 30, k * 30 + 30)] for k in range(6)]
+    saves = [store.save_workflow(f"wf{k}", f"model{k}", "nodes: []\n", {"nodes": [], "k": k}) for k in range(6)]
+    await asyncio.gather(*(store.write_runs(b) for b in batches), *saves)
+    assert await counts(store) == (180, sum(len(r.spans) for b in batches for r in b))
+    assert sorted(w["name"] for w in await store.list_workflows()) == [f"wf{k}" for k in range(6)]
+
+
+async def test_an_in_memory_store_writes_runs_on_its_one_connection() -> None:
+    store = await Store.open("sqlite+aiosqlite://")
+    try:
+        rows = [ragged_run(i) for i in range(2 * ROWS_PER_STATEMENT + 3)]
+        await store.write_runs(rows)
+        for r in rows:
+            assert await store.get_run(r.id) == expected(r)
+    finally:
+        await store.close()
+
+
+async def test_runs_written_before_close_are_there_when_the_file_is_opened_again(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    store = await Store.open(url)
+    await store.write_runs([ragged_run(i) for i in range(20)])
+    await store.close()
+    again = await Store.open(url)
+    try:
+        assert await counts(again) == (20, sum(len(ragged_run(i).spans) for i in range(20)))
+        await again.write_runs([ragged_run(20)])  # and the reopened store writes too
+        assert await again.get_run("run-00020") == expected(ragged_run(20))
+    finally:
+        await again.close()

@@ -27,11 +27,12 @@ import asyncio
 import contextlib
 import sqlite3
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
-from sqlalchemy import Table, and_, bindparam, case, func, or_, select
+from sqlalchemy import Table, and_, bindparam, case, event, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, RowMapping
@@ -165,8 +166,7 @@ class _Agg:
                 "p50_ms": None if p50 is None else round(p50, 3), "p95_ms": None if p95 is None else round(p95, 3)}
 
 
-# Runs one statement for each parameter tuple (a driver's executemany).
-ExecuteMany = Callable[[str, list[tuple[Any, ...]]], Awaitable[Any]]
+Statement = tuple[str, list[tuple[Any, ...]]]  # SQL, then one parameter tuple per execution
 
 
 class _Insert:
@@ -180,6 +180,7 @@ class _Insert:
             raise StoreError(f"write_runs does not cover the columns of table '{table.name}'")
         self.table, self.columns, self.dialect = table, columns, dialect
         self.sql: dict[int, str] = {}
+        self.for_rows(ROWS_PER_STATEMENT)
 
     def for_rows(self, n: int) -> str:
         sql = self.sql.get(n)
@@ -204,21 +205,85 @@ class _Insert:
             sql = self.sql[n] = compiled.string
         return sql
 
-    async def execute(self, execute_many: ExecuteMany, flat: list[Any]) -> None:
-        """Insert the rows whose values ``flat`` holds back to back."""
+    def statements(self, flat: list[Any]) -> list[Statement]:
+        """The statements that insert the rows whose values ``flat`` holds back to back: full groups of
+        ROWS_PER_STATEMENT rows, then one statement for the rest."""
         width = len(self.columns)
         step = width * ROWS_PER_STATEMENT
         full = len(flat) // step * step
+        out: list[Statement] = []
         if full:
-            await execute_many(self.for_rows(ROWS_PER_STATEMENT),
-                               [tuple(flat[i:i + step]) for i in range(0, full, step)])
+            out.append((self.for_rows(ROWS_PER_STATEMENT), [tuple(flat[i:i + step]) for i in range(0, full, step)]))
         if full < len(flat):
-            await execute_many(self.for_rows((len(flat) - full) // width), [tuple(flat[full:])])
+            out.append((self.for_rows((len(flat) - full) // width), [tuple(flat[full:])]))
+        return out
+
+
+class _SqliteWriter:
+    """The trace writes of a file-backed SQLite store, on a connection of their own used only by a thread
+    of their own: a whole batch (begin, inserts, commit) is one hand-off to that thread. Through the
+    pool's aiosqlite connection the same batch took five round trips to the driver's thread and back,
+    each costing two thread wake-ups and the GIL changing hands twice, and the pool handing out its
+    connections in turn left each with a stale page cache; together more CPU than the inserts.
+
+    The connection is set up as db.py sets up the pool's (busy timeout, foreign keys, synchronous=NORMAL;
+    WAL is a property of the file). A write whose caller is cancelled still runs to its end in the thread
+    (committed or rolled back, never half-done)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowbase-trace-sqlite")
+
+    async def write(self, statements: Callable[[], list[Statement]]) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._write, statements)
+
+    def close(self) -> None:
+        """Close the connection after any write in progress; does not wait."""
+        self._thread.submit(self._close)
+        self._thread.shutdown(wait=False)
+
+    # ---- in the writer's thread ------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        # Imported here: db.py imports this module. One busy timeout for every connection of the store.
+        from host.store.db import SQLITE_BUSY_TIMEOUT_MS
+
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _write(self, statements: Callable[[], list[Statement]]) -> None:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in statements():
+                conn.executemany(sql, params)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class RunStore(StoreBase):
     # The run and span INSERTs for this store's dialect, made on the first write.
     _inserts: tuple[_Insert, _Insert] | None = None
+    # File-backed SQLite: the writer of trace batches (made on the first write, closed with the engine).
+    _sqlite_writer: _SqliteWriter | None = None
 
     async def write_runs(self, rows: list[RunRow]) -> None:
         if not rows:
@@ -243,23 +308,44 @@ class RunStore(StoreBase):
                 seen.add(r.id)
                 _run_values(run_values, r)
                 _span_values(span_values, r)
+
+        def statements() -> list[Statement]:
+            return run_insert.statements(run_values) + span_insert.statements(span_values)
+
         if self.dialect == "sqlite":
+            writer = self._sqlite_writer or self._open_sqlite_writer()
+            if writer is not None:
+                await writer.write(statements)
+                return
             async with self._sqlite_transaction() as driver:
-                await run_insert.execute(driver.executemany, run_values)
-                await span_insert.execute(driver.executemany, span_values)
+                for sql, params in statements():
+                    await driver.executemany(sql, params)
             return
         async with self.write() as conn:
-            async def execute_many(sql: str, params: list[tuple[Any, ...]]) -> None:
+            for sql, params in statements():
                 await conn.exec_driver_sql(sql, params)
-            await run_insert.execute(execute_many, run_values)
-            await span_insert.execute(execute_many, span_values)
+
+    def _open_sqlite_writer(self) -> _SqliteWriter | None:
+        """The SQLite writer for a database file; None for an in-memory database (a second connection
+        would open another, empty one) or a URL with options this path does not apply."""
+        url = self.engine.url
+        if not url.database or url.database == ":memory:" or url.query:
+            return None
+        writer = self._sqlite_writer = _SqliteWriter(url.database)
+
+        def on_dispose(_engine: Any) -> None:
+            if self._sqlite_writer is writer:
+                self._sqlite_writer = None
+            writer.close()
+
+        event.listen(self.engine.sync_engine, "engine_disposed", on_dispose)
+        return writer
 
     @contextlib.asynccontextmanager
     async def _sqlite_transaction(self) -> AsyncIterator[Any]:
         """A write transaction (BEGIN IMMEDIATE, as ``write()``) on a pooled connection, yielding its
-        aiosqlite connection. Every call into aiosqlite is a round trip to its thread and back, which
-        costs far more CPU than it looks (two thread wake-ups, the GIL changing hands twice): through
-        SQLAlchemy a batch took nine, here four or five (begin, one or two INSERTs per table, commit)."""
+        aiosqlite connection: five round trips to the driver's thread per batch (begin, one INSERT per
+        table, commit, the pool's reset) where SQLAlchemy's own statements take nine."""
         async with self.engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             if driver is None:
@@ -269,7 +355,7 @@ class RunStore(StoreBase):
                 yield driver
             except BaseException:
                 # Queued behind anything still running in the driver's thread. Returning the
-                # connection to the pool rolls back too, so a failure here must not hide the cause.
+                # connection to the pool rolls back as well, so a failure here must not hide the cause.
                 with contextlib.suppress(Exception):
                     await driver.rollback()
                 raise
