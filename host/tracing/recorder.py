@@ -50,11 +50,70 @@ CLOSE_TIMEOUT_S = 15.0
 def price_run(run: RunRow) -> None:
     """Fill ``cost_usd`` on the run's spans and on the run (see the module docstring)."""
     ids = {s.id for s in run.spans}
+    if len(ids) == len(run.spans) and _is_preorder(run.spans, ids):
+        _price_preorder(run, ids)
+    else:
+        _price_any(run, ids)
+
+
+def _parent(s: SpanRow, ids: set[str]) -> str | None:
+    """The id of ``s``'s parent among the run's spans; None for a root (no parent, an unknown one, itself)."""
+    p = s.parent_id
+    return p if p is not None and p != s.id and p in ids else None
+
+
+def _is_preorder(spans: list[SpanRow], ids: set[str]) -> bool:
+    """Whether every span comes after its parent and after the whole subtree of each earlier
+    sibling — the order the engine records in (a node span, then its calls)."""
+    open_chain: list[str] = []  # the last span's ancestors and itself
+    for s in spans:
+        parent = _parent(s, ids)
+        if parent is not None:
+            while open_chain and open_chain[-1] != parent:
+                open_chain.pop()
+            if not open_chain:
+                return False
+        else:
+            open_chain.clear()
+        open_chain.append(s.id)
+    return True
+
+
+def _price_preorder(run: RunRow, ids: set[str]) -> None:
+    """``_price_any`` for spans in pre-order with unique ids, without building the tree: walking the
+    list backwards settles every span after its children, in the same order ``_price_any`` does (so
+    the same floating-point sums): this is the common case, at a fraction of the cost."""
+    billed: list[SpanRow] = []
+    # span id -> costs of its children that have a billed span at or below them, last child first
+    below: dict[str, list[float | None]] = {}
+    for span in reversed(run.spans):
+        kids = below.pop(span.id, None)
+        if span.usage is not None and not kids:
+            if span.cost_usd is None:
+                span.cost_usd = cost_usd(span.model, span.usage, span.price)
+            billed.append(span)
+        elif kids:
+            if span.cost_usd is None:
+                costs = [c for c in reversed(kids) if c is not None]
+                span.cost_usd = round(sum(costs), 12) if costs else None
+        else:
+            continue  # nothing billed at or below this span
+        parent = _parent(span, ids)
+        if parent is not None:
+            below.setdefault(parent, []).append(span.cost_usd)
+    if run.cost_usd is None:
+        known = [s.cost_usd for s in billed if s.cost_usd is not None]
+        run.cost_usd = round(sum(known), 12) if known else None
+
+
+def _price_any(run: RunRow, ids: set[str]) -> None:
+    """Pricing for spans in any order: duplicate ids, parents listed after children, cycles."""
     kids: dict[str, list[SpanRow]] = {}
     roots: list[SpanRow] = []
     for s in run.spans:
-        if s.parent_id is not None and s.parent_id in ids and s.parent_id != s.id:
-            kids.setdefault(s.parent_id, []).append(s)
+        parent = _parent(s, ids)
+        if parent is not None:
+            kids.setdefault(parent, []).append(s)
         else:
             roots.append(s)
     billed: list[SpanRow] = []
