@@ -177,3 +177,15 @@ async def test_runs_written_before_close_are_there_when_the_file_is_opened_again
         assert await again.get_run("run-00020") == expected(ragged_run(20))
     finally:
         await again.close()
+
+
+async def test_spans_sharing_one_usage_object_each_store_their_own_usage(store: Store) -> None:
+    shared, other = Usage(5, 6, 1, 0, 2), Usage(7, 8)
+    usages = [shared, None, shared, shared, other, None, None, shared, other]
+    spans = [SpanRow(id=f"s{i}", run_id="r", parent_id=None, kind="node", name="n", status="ok", started_at=T0,
+                     usage=u) for i, u in enumerate(usages)]
+    await store.write_runs([make_run("r", spans=spans, usage=shared)])
+    got = await store.get_run("r")
+    assert got is not None
+    assert [s["usage"] for s in got["spans"]] == [public_usage(u) for u in usages]
+    assert got["usage"] == public_usage(shared)

@@ -3,7 +3,8 @@
 ``StoreBase`` is the common base of the ``Store`` facets (workflows.py, runs.py) that ``db.Store``
 combines. Write transactions go through ``write()``: on SQLite it begins ``BEGIN IMMEDIATE`` so a
 writer takes the database lock up front and waits for it (busy timeout) instead of failing on a
-stale read snapshot; on PostgreSQL it is an ordinary transaction.
+stale read snapshot; on PostgreSQL it is an ordinary transaction. (Trace batches on a SQLite file
+take the same IMMEDIATE lock on a connection of their own: see runs.py.)
 """
 
 from __future__ import annotations

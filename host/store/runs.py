@@ -3,7 +3,18 @@
 Contract:
 - ``write_runs(rows)`` inserts a batch of ``RunRow`` (with their spans, ``seq`` = position in
   ``run.spans``) in ONE transaction. Idempotent on run id: a run already stored is left as it is
-  (with its spans), so retrying a batch after a failure never duplicates or corrupts.
+  (with its spans), so retrying a batch after a failure never duplicates or corrupts. The stored
+  values are exactly what SQLAlchemy's column types would store (JSON columns: the engine's msgspec
+  text, None as SQL NULL; usage JSON with all five keys).
+  Write path (the CPU a traced request costs, so it is lean): rows go to the driver as flat positional
+  values, ROWS_PER_STATEMENT rows per INSERT, built a chunk at a time on the event loop. A file-backed
+  SQLite store writes each batch in one hand-off to a connection and thread of its own (see
+  ``_SqliteWriter``); in-memory SQLite goes straight to the pool's aiosqlite connection, PostgreSQL
+  through SQLAlchemy's ``exec_driver_sql`` (asyncpg pipelines the statements).
+  Measured with ``python -m bench.trace_writes`` (5,000 one-node proxy runs of three spans, batches of
+  256, process CPU per run, this 2-core VM; old = SQLAlchemy insert with a dict per row; ranges over
+  repeated runs on a loaded machine): SQLite 104–188 µs → 34–53 µs; PostgreSQL client 92–129 µs →
+  24–32 µs, PostgreSQL server ~150–200 µs → ~90–140 µs. Pricing (recorder) 9.6 → 6.3 µs per run.
 - ``get_run(id)`` → the public run shape (GET /api/runs/{id})::
 
     {id, workflow, workflow_version, model, protocol, status, stream, session_id,
@@ -29,7 +40,7 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from sqlalchemy import Table, and_, bindparam, case, event, func, or_, select
@@ -43,6 +54,7 @@ from host.store.base import StoreBase, StoreError, UnknownCursor, iso, json_enco
 from host.store.schema import runs as R
 from host.store.schema import spans as S
 from host.tracing.records import RunRow
+from plugin_sdk.types import Usage
 
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 # Bound on bound parameters per IN (...) query: far below SQLite's and asyncpg's limits.
@@ -70,15 +82,12 @@ SPAN_COLUMNS = ("run_id", "id", "parent_id", "seq", "kind", "name", "status", "s
 _asdict = msgspec.structs.asdict
 
 
-def _null(_value: None) -> None:
-    return None
-
-
 # Python's sqlite3 binds exact int/float/str itself but sends every other value (None, bool) through its
 # adapter registry, and a miss there costs two failed attribute lookups that build AttributeErrors: about
-# a fifth of the driver's work for a run's rows. Registered adapters make it one dict hit. They bind the
-# same values as before (NULL, and bool as the integer it already was), so nothing else changes.
-sqlite3.register_adapter(type(None), _null)
+# a fifth of the driver's work for a run's rows. Registered adapters make it one dict hit and one call.
+# They bind the same values as before (NULL, and bool as the integer it already was), so nothing else
+# changes. ``{}.get`` is a C-level callable returning None for any argument: cheaper than a Python one.
+sqlite3.register_adapter(type(None), cast("Callable[[None], None]", {}.get))
 sqlite3.register_adapter(bool, int)
 
 
@@ -97,12 +106,17 @@ def _span_values(out: list[Any], r: RunRow) -> None:
     is SQL NULL, not 'null'), which both drivers store as given."""
     run_id = r.id
     enc = json_encode
+    # Spans often share one Usage object (the workflow span carries the run's, a node its call's).
+    last_usage: Usage | None = None
+    usage_json: str | None = None
     for seq, s in enumerate(r.spans):
         inp, outp, u = s.input, s.output, s.usage
+        if u is not last_usage:
+            # asdict: every usage key, zeros included (Usage itself omits defaults).
+            last_usage, usage_json = u, None if u is None else enc(_asdict(u)).decode()
         out += (run_id, s.id, s.parent_id, seq, s.kind, s.name, s.status, s.started_at, s.ended_at,
                 None if inp is None else enc(inp).decode(), None if outp is None else enc(outp).decode(),
-                # asdict: every usage key, zeros included (Usage itself omits defaults).
-                None if u is None else enc(_asdict(u)).decode(), s.cost_usd, s.error, s.model, s.provider)
+                usage_json, s.cost_usd, s.error, s.model, s.provider)
 
 
 def _run(row: RowMapping) -> dict[str, Any]:
