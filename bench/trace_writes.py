@@ -11,11 +11,11 @@ created on the server named by ``--pg`` (default: the local server the tests use
 afterwards; when that server runs on this machine, the CPU its processes used meanwhile is shown too
 (it includes whatever else uses that server at the time).
 
-Measured on the 2-core bench VM (5,000 runs, batches of 256, process CPU per run, ranges over repeated
-runs while other work loaded the machine). Before (SQLAlchemy ``insert`` with a dict per row): SQLite
-104–188 µs, PostgreSQL 92–129 µs (server ~150–200 µs). After (``host/store/runs.py``): SQLite
-34–53 µs, PostgreSQL 24–32 µs (server ~90–140 µs). Pricing the runs (``price_run``, not in these
-numbers) went from 9.6 to 6.3 µs per run.
+Measured on the 2-core bench VM (5,000 runs, batches of 256; five interleaved runs each while other work
+loaded the machine; medians, ranges in brackets). Before (SQLAlchemy ``insert`` with a dict per row):
+SQLite 179 µs [172–204], PostgreSQL 138 µs [125–149] (server 202 µs [180–218]). After
+(``host/store/runs.py``): SQLite 52 µs [42–56], PostgreSQL 34 µs [28–38] (server 132 µs [118–150]).
+Pricing the runs (``price_run``, not in these numbers) went from 9.6 to 6.3 µs per run.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ Contract:
   ``_SqliteWriter``); in-memory SQLite goes straight to the pool's aiosqlite connection, PostgreSQL
   through SQLAlchemy's ``exec_driver_sql`` (asyncpg pipelines the statements).
   Measured with ``python -m bench.trace_writes`` (5,000 one-node proxy runs of three spans, batches of
-  256, process CPU per run, this 2-core VM; old = SQLAlchemy insert with a dict per row; ranges over
-  repeated runs on a loaded machine): SQLite 104–188 µs → 34–53 µs; PostgreSQL client 92–129 µs →
-  24–32 µs, PostgreSQL server ~150–200 µs → ~90–140 µs. Pricing (recorder) 9.6 → 6.3 µs per run.
+  256, on the 2-core bench VM, old = SQLAlchemy ``insert`` with a dict per row, five interleaved runs
+  each on a machine other work was loading; medians): SQLite process CPU 179 µs → 52 µs per run (3.4x;
+  user-space instructions, counted by callgrind: 533k → 157k); PostgreSQL client 138 µs → 34 µs,
+  PostgreSQL server ~200 µs → ~130 µs.
 - ``get_run(id)`` → the public run shape (GET /api/runs/{id})::
 
     {id, workflow, workflow_version, model, protocol, status, stream, session_id,
