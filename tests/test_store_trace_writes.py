@@ -189,3 +189,19 @@ async def test_spans_sharing_one_usage_object_each_store_their_own_usage(store: 
     assert got is not None
     assert [s["usage"] for s in got["spans"]] == [public_usage(u) for u in usages]
     assert got["usage"] == public_usage(shared)
+
+
+async def test_a_store_closed_twice_or_written_after_close_keeps_working(tmp_path: Path) -> None:
+    store = await Store.open(sqlite_url(tmp_path))
+    await store.write_runs([ragged_run(1)])
+    await store.close()
+    await store.close()
+    # The engine reconnects after dispose; so does the trace writer.
+    await store.write_runs([ragged_run(2)])
+    assert await store.get_run("run-00002") == expected(ragged_run(2))
+    await store.close()
+    again = await Store.open(sqlite_url(tmp_path))
+    try:
+        assert await counts(again) == (2, len(ragged_run(1).spans) + len(ragged_run(2).spans))
+    finally:
+        await again.close()

@@ -65,8 +65,8 @@ IN_CHUNK = 500
 WRITE_CHUNK_RUNS = 128
 # Rows per INSERT statement (multi-row VALUES). Every statement execution has a fixed cost in the driver
 # and the database (SQLite: bind, step, reset, halt, a GIL release; PostgreSQL: a Bind/Execute in the
-# pipeline), about as much as the row itself; 8 rows per statement removes most of it (SQLite, measured
-# in instructions per run: 1 row 145k, 2 129k, 4 115k, 8 105k, 16 105k).
+# pipeline), about as much as the row itself; 8 rows per statement removes most of it (the SQLite driver's
+# instructions per run of three spans, measured: 1 row 145k, 2 129k, 4 115k, 8 105k, 16 105k).
 ROWS_PER_STATEMENT = 8
 # A session page is at most this many runs (each with its spans) so one huge session cannot
 # exhaust the host's memory.
@@ -74,7 +74,7 @@ SESSION_RUNS_LIMIT = 1000
 
 
 # Column order of the positional rows ``_run_values`` / ``_span_values`` build; the INSERT statements are
-# compiled with exactly these columns, in this order (checked against the tables in ``_compile_insert``).
+# compiled with exactly these columns, in this order (checked against the tables by ``_Insert``).
 RUN_COLUMNS = ("id", "workflow", "workflow_version", "model", "protocol", "status", "stream", "started_at",
                "ended_at", "duration_ms", *USAGE_KEYS, "cost_usd", "error", "session_id")
 SPAN_COLUMNS = ("run_id", "id", "parent_id", "seq", "kind", "name", "status", "started_at", "ended_at", "input",
@@ -249,12 +249,16 @@ class _SqliteWriter:
         self._path = path
         self._conn: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowbase-trace-sqlite")
+        self._closed = False
 
     async def write(self, statements: Callable[[], list[Statement]]) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._write, statements)
 
     def close(self) -> None:
-        """Close the connection after any write in progress; does not wait."""
+        """Close the connection after any write in progress; does not wait. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self._thread.submit(self._close)
         self._thread.shutdown(wait=False)
 
@@ -297,8 +301,10 @@ class _SqliteWriter:
 class RunStore(StoreBase):
     # The run and span INSERTs for this store's dialect, made on the first write.
     _inserts: tuple[_Insert, _Insert] | None = None
-    # File-backed SQLite: the writer of trace batches (made on the first write, closed with the engine).
+    # File-backed SQLite: the writer of trace batches (made on the first write, closed with the engine:
+    # disposing of it, as Store.close() does, closes the writer; a write after that makes a new one).
     _sqlite_writer: _SqliteWriter | None = None
+    _closes_writer_on_dispose = False
 
     async def write_runs(self, rows: list[RunRow]) -> None:
         if not rows:
@@ -347,14 +353,15 @@ class RunStore(StoreBase):
         if not url.database or url.database == ":memory:" or url.query:
             return None
         writer = self._sqlite_writer = _SqliteWriter(url.database)
-
-        def on_dispose(_engine: Any) -> None:
-            if self._sqlite_writer is writer:
-                self._sqlite_writer = None
-            writer.close()
-
-        event.listen(self.engine.sync_engine, "engine_disposed", on_dispose)
+        if not self._closes_writer_on_dispose:
+            event.listen(self.engine.sync_engine, "engine_disposed", self._close_sqlite_writer)
+            self._closes_writer_on_dispose = True
         return writer
+
+    def _close_sqlite_writer(self, _engine: Any = None) -> None:
+        writer, self._sqlite_writer = self._sqlite_writer, None
+        if writer is not None:
+            writer.close()
 
     @contextlib.asynccontextmanager
     async def _sqlite_transaction(self) -> AsyncIterator[Any]:
