@@ -28,6 +28,7 @@ os.close(_null)
 
 import argparse
 import asyncio
+import gc
 import logging
 import socket
 from collections.abc import Coroutine
@@ -73,6 +74,10 @@ async def _serve(fd: int, manifests: list[Manifest]) -> int:
     root = logging.getLogger()
     root.setLevel(level if isinstance(level, int) else logging.WARNING)
     root.addHandler(FrameLogHandler(server, root.level))
+    # The loaded plugins and their imports live as long as the process: out of the collector's
+    # generations, full collections stop walking them (see the same step in host/app.py).
+    gc.collect()
+    gc.freeze()
     return await server.serve()
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from host.tracing.records import json_encode
+
 
 class StoreError(Exception):
     """The store cannot do what was asked (newer schema, bad cursor …)."""
@@ -26,20 +28,12 @@ class UnknownCursor(StoreError, ValueError):
     """A pagination cursor that names no row."""
 
 
-def _fallback(obj: Any) -> Any:
-    # A trace must never fail to store because a node put an odd object in its output.
-    return str(obj)
-
-
-_ENCODER = msgspec.json.Encoder(enc_hook=_fallback)
 _DECODER = msgspec.json.Decoder()
-# The bound method itself, for hot loops that encode many values (no wrapper call per value):
-# ``json_encode(obj).decode()`` is exactly ``json_dumps(obj)``.
-json_encode = _ENCODER.encode
 
 
 def json_dumps(obj: Any) -> str:
-    return _ENCODER.encode(obj).decode()
+    """``json_encode(obj).decode()``: the traces' encoder, so every JSON column is written alike."""
+    return json_encode(obj).decode()
 
 
 def json_loads(text: str | bytes) -> Any:

@@ -51,10 +51,10 @@ from sqlalchemy.engine import Dialect, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import ColumnElement, Insert
 
-from host.store.base import StoreBase, StoreError, UnknownCursor, iso, json_encode, millis
+from host.store.base import StoreBase, StoreError, UnknownCursor, iso, millis
 from host.store.schema import runs as R
 from host.store.schema import spans as S
-from host.tracing.records import RunRow
+from host.tracing.records import RunRow, json_encode
 from plugin_sdk.types import Usage
 
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
