@@ -21,7 +21,7 @@ from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 
 from host.store.db import Store, sqlite_url
-from host.store.schema import runs, spans, workflow_versions, workflows
+from host.store.schema import run_spans, runs, workflow_versions, workflows
 
 PG_ADMIN_DSN = os.environ.get("FLOWBASE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 # How long to wait for PostgreSQL to accept a connection before failing the tests (seconds).
@@ -61,7 +61,7 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     s = await Store.open(store_url)
     try:
         async with s.write() as conn:
-            for table in (spans, runs, workflow_versions, workflows):
+            for table in (run_spans, runs, workflow_versions, workflows):
                 await conn.execute(delete(table))
         yield s
     finally:

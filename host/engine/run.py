@@ -338,7 +338,7 @@ class Execution:
     def _span(self, kind: Any, name: str, status: Status, started: float, ended: float | None, *,
               parent: str | None = None, **kw: Any) -> SpanRow:
         self._seq += 1
-        return SpanRow(id=f"{self.id}.{self._seq}", run_id=self.id, parent_id=parent or self.root, kind=kind,
+        return SpanRow(id=f"{self.id}.{self._seq}", parent_id=parent or self.root, kind=kind,
                        name=name, status=status, started_at=started, ended_at=ended, **kw)
 
     # ---- the record ----------------------------------------------------------------------
@@ -388,7 +388,7 @@ class Execution:
         if answer_out is not None and answer_out.get("tool_calls"):
             answer = Response(id="", model="", content=[ToolCallPart(id=c["id"], name=c["name"], arguments=c["arguments"])
                                                         for c in answer_out["tool_calls"]])
-        root = SpanRow(id=self.root, run_id=self.id, parent_id=None, kind="workflow", name=self.wf.name, status=status,
+        root = SpanRow(id=self.root, parent_id=None, kind="workflow", name=self.wf.name, status=status,
                        started_at=self.started, ended_at=ended, input=self.req, output=answer_out,
                        usage=self.usage, error=error)
         spans = [root, *self.spans, *self._tool_spans(answer)]

@@ -15,16 +15,16 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, insert, select, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from host.store.base import StoreError, json_dumps, json_loads
+from host.store.migrations import MIGRATIONS
 from host.store.runs import RunStore
 from host.store.schema import SCHEMA_VERSION, meta, metadata
 from host.store.workflows import WorkflowStore
@@ -39,9 +39,6 @@ PG_SCHEMA_LOCK = 0x666C6F7762617365
 # Option that marks the write-engine's connections so the SQLite "begin" hook says IMMEDIATE.
 _IMMEDIATE = "flowbase_begin_immediate"
 
-Migration = Callable[[AsyncConnection], Awaitable[None]]
-# MIGRATIONS[n] upgrades a schema at version n to n + 1 (none yet: version 1 is the first).
-MIGRATIONS: dict[int, Migration] = {}
 
 
 def sqlite_url(data_dir: Path) -> str:

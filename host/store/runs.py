@@ -1,21 +1,19 @@
 """Runs and their spans: batch writes from the recorder, reads for the management API.
 
 Contract:
-- ``write_runs(rows)`` inserts a batch of ``RunRow`` (with their spans, ``seq`` = position in
-  ``run.spans``) in ONE transaction. Idempotent on run id: a run already stored is left as it is
-  (with its spans), so retrying a batch after a failure never duplicates or corrupts. The stored
-  values are exactly what SQLAlchemy's column types would store (JSON columns: the engine's msgspec
-  text, None as SQL NULL; usage JSON with all five keys).
+- ``write_runs(rows)`` inserts a batch of ``RunRow`` in ONE transaction: a ``runs`` row each and a
+  ``run_spans`` row holding the run's spans as one JSON array (recorded order; a span id repeated
+  within a run keeps its first span; inputs and outputs as the engine's msgspec JSON). Idempotent on
+  run id: a run already stored is left as it is (with its spans), so retrying a batch after a failure
+  never duplicates or corrupts.
   Write path (the CPU a traced request costs, so it is lean): rows go to the driver as flat positional
-  values, ROWS_PER_STATEMENT rows per INSERT, built a chunk at a time on the event loop. A file-backed
-  SQLite store writes each batch in one hand-off to a connection and thread of its own (see
+  values, ROWS_PER_STATEMENT rows per INSERT, built a chunk at a time on the event loop; a run's spans
+  are one encoder call, made when the recorder sealed the run (recorder.seal) or here. A
+  file-backed SQLite store writes each batch in one hand-off to a connection and thread of its own (see
   ``_SqliteWriter``); in-memory SQLite goes straight to the pool's aiosqlite connection, PostgreSQL
   through SQLAlchemy's ``exec_driver_sql`` (asyncpg pipelines the statements).
-  Measured with ``python -m bench.trace_writes`` (5,000 one-node proxy runs of three spans, batches of
-  256, on the 2-core bench VM, old = SQLAlchemy ``insert`` with a dict per row, five interleaved runs
-  each on a machine other work was loading; medians): SQLite process CPU 179 µs → 52 µs per run (3.4x;
-  user-space instructions, counted by callgrind: 533k → 157k); PostgreSQL client 138 µs → 34 µs,
-  PostgreSQL server ~200 µs → ~130 µs.
+  Measured with ``python -m bench.trace_writes`` (5,000 one-node proxy runs of three spans shaped like
+  the benchmark's, batches of 256, on the 2-core bench VM): see that module's docstring.
 - ``get_run(id)`` → the public run shape (GET /api/runs/{id})::
 
     {id, workflow, workflow_version, model, protocol, status, stream, session_id,
@@ -43,7 +41,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
-import msgspec
 from sqlalchemy import Table, and_, bindparam, case, event, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -52,10 +49,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import ColumnElement, Insert
 
 from host.store.base import StoreBase, StoreError, UnknownCursor, iso, millis
+from host.store.schema import run_spans as S
 from host.store.schema import runs as R
-from host.store.schema import spans as S
-from host.tracing.records import RunRow, json_encode
-from plugin_sdk.types import Usage
+from host.tracing.records import RunRow, json_encode, unique_spans
 
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 # Bound on bound parameters per IN (...) query: far below SQLite's and asyncpg's limits.
@@ -77,10 +73,7 @@ SESSION_RUNS_LIMIT = 1000
 # compiled with exactly these columns, in this order (checked against the tables by ``_Insert``).
 RUN_COLUMNS = ("id", "workflow", "workflow_version", "model", "protocol", "status", "stream", "started_at",
                "ended_at", "duration_ms", *USAGE_KEYS, "cost_usd", "error", "session_id")
-SPAN_COLUMNS = ("run_id", "id", "parent_id", "seq", "kind", "name", "status", "started_at", "ended_at", "input",
-                "output", "usage", "cost_usd", "error", "model", "provider")
-
-_asdict = msgspec.structs.asdict
+SPAN_COLUMNS = ("run_id", "spans")
 
 
 # Python's sqlite3 binds exact int/float/str itself but sends every other value (None, bool) through its
@@ -102,22 +95,10 @@ def _run_values(out: list[Any], r: RunRow) -> None:
 
 
 def _span_values(out: list[Any], r: RunRow) -> None:
-    """Append the rows of ``r``'s spans (SPAN_COLUMNS) to the flat parameter list ``out``. JSON columns go
-    to the driver as text, encoded exactly as SQLAlchemy's JSON type would (the engine's serializer; None
-    is SQL NULL, not 'null'), which both drivers store as given."""
-    run_id = r.id
-    enc = json_encode
-    # Spans often share one Usage object (the workflow span carries the run's, a node its call's).
-    last_usage: Usage | None = None
-    usage_json: str | None = None
-    for seq, s in enumerate(r.spans):
-        inp, outp, u = s.input, s.output, s.usage
-        if u is not last_usage:
-            # asdict: every usage key, zeros included (Usage itself omits defaults).
-            last_usage, usage_json = u, None if u is None else enc(_asdict(u)).decode()
-        out += (run_id, s.id, s.parent_id, seq, s.kind, s.name, s.status, s.started_at, s.ended_at,
-                None if inp is None else enc(inp).decode(), None if outp is None else enc(outp).decode(),
-                usage_json, s.cost_usd, s.error, s.model, s.provider)
+    """Append ``r``'s ``run_spans`` row (SPAN_COLUMNS) to the flat parameter list ``out``: its spans as one
+    JSON text (sealed already, or encoded now), as SQLAlchemy's JSON type would store them."""
+    doc = r.spans_json
+    out += (r.id, (json_encode(unique_spans(r.spans)) if doc is None else doc).decode())
 
 
 def _run(row: RowMapping) -> dict[str, Any]:
@@ -128,13 +109,20 @@ def _run(row: RowMapping) -> dict[str, Any]:
             "cost_usd": row["cost_usd"], "error": row["error"]}
 
 
-def _span(row: RowMapping) -> dict[str, Any]:
-    usage = row["usage"]
-    return {"id": row["id"], "parent_id": row["parent_id"], "kind": row["kind"], "name": row["name"],
-            "status": row["status"], "started_at": iso(row["started_at"]), "ended_at": iso(row["ended_at"]),
-            "duration_ms": millis(row["started_at"], row["ended_at"]), "input": row["input"],
-            "output": row["output"], "usage": None if usage is None else {k: usage.get(k, 0) for k in USAGE_KEYS},
-            "cost_usd": row["cost_usd"], "error": row["error"], "model": row["model"], "provider": row["provider"]}
+def _span(d: dict[str, Any]) -> dict[str, Any]:
+    """A stored span (one object of a ``run_spans`` array) in the public shape: every key, None where unset."""
+    get = d.get
+    usage = get("usage")
+    started, ended = get("started_at"), get("ended_at")
+    return {"id": get("id"), "parent_id": get("parent_id"), "kind": get("kind"), "name": get("name"),
+            "status": get("status"), "started_at": iso(started), "ended_at": iso(ended),
+            "duration_ms": millis(started, ended), "input": get("input"), "output": get("output"),
+            "usage": None if usage is None else {k: usage.get(k, 0) for k in USAGE_KEYS},
+            "cost_usd": get("cost_usd"), "error": get("error"), "model": get("model"), "provider": get("provider")}
+
+
+def _spans(doc: Any) -> list[dict[str, Any]]:
+    return [_span(d) for d in doc] if isinstance(doc, list) else []
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -388,9 +376,9 @@ class RunStore(StoreBase):
             row = (await conn.execute(select(R).where(R.c.id == run_id))).mappings().first()
             if row is None:
                 return None
-            spans = (await conn.execute(select(S).where(S.c.run_id == run_id).order_by(S.c.seq))).mappings().all()
+            doc = (await conn.execute(select(S.c.spans).where(S.c.run_id == run_id))).scalar()
         out = _run(row)
-        out["spans"] = [_span(s) for s in spans]
+        out["spans"] = _spans(doc)
         return out
 
     async def list_runs(self, *, model: str | None = None, status: str | None = None, session_id: str | None = None,
@@ -438,11 +426,10 @@ class RunStore(StoreBase):
             rows = (await conn.execute(q)).mappings().all()
             if not rows:
                 return None
-            by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            by_run: dict[str, list[dict[str, Any]]] = {}
             for chunk in _chunks([r["id"] for r in rows]):
-                sq = select(S).where(S.c.run_id.in_(chunk)).order_by(S.c.run_id, S.c.seq)
-                for s in (await conn.execute(sq)).mappings():
-                    by_run[s["run_id"]].append(_span(s))
+                for rid, doc in await conn.execute(select(S.c.run_id, S.c.spans).where(S.c.run_id.in_(chunk))):
+                    by_run[rid] = _spans(doc)
         runs = []
         usage = dict.fromkeys(USAGE_KEYS, 0)
         cost: float | None = None

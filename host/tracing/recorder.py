@@ -1,15 +1,16 @@
 """The trace recorder: takes finished runs off the request path and writes them in batches.
 
 Contract:
-- ``submit(run)`` never blocks and never raises: the run is sealed (``records.seal``: span inputs and
-  outputs encoded to JSON now) and goes into a bounded queue; when the queue is full (or the recorder
-  is closed) the run is dropped and counted, with a warning logged at most once per
-  ``DROP_LOG_INTERVAL_S``. Sealing costs what encoding at write time cost, but a sealed run holds no
-  containers for the garbage collector: unsealed, the requests and answers waiting in the queue
-  (tens of tracked objects per run, alive for a batch interval) tripled the collections and made
-  every one longer — about a tenth of a traced request's CPU, measured with ``gc.callbacks``.
+- ``submit(run)`` never blocks and never raises: the run is sealed (``seal``: priced, below, and its
+  spans encoded to one JSON document, ``RunRow.spans_json``, in place of the span objects) and goes
+  into a bounded queue; when the queue is full (or the recorder is closed) the run is dropped and
+  counted, with a warning logged at most once per ``DROP_LOG_INTERVAL_S``. Sealing costs what
+  pricing and encoding at write time cost (less: one encoder call for all spans), but a sealed run
+  holds no containers for the garbage collector: unsealed, the requests and answers waiting in the
+  queue (tens of tracked objects per run, alive for a batch interval) tripled the collections and
+  made every one longer — about a tenth of a traced request's CPU, measured with ``gc.callbacks``.
 - One writer task (``start()``) takes up to ``max_batch`` runs at a time, waiting up to
-  ``interval_s`` for a small batch to grow, prices them (below) and calls ``write(batch)``.
+  ``interval_s`` for a small batch to grow, and calls ``write(batch)``.
   A failed write is retried with backoff (``RETRY_DELAYS_S``); if it still fails, each run of the
   batch is tried on its own so one unwritable run cannot take its neighbours with it (until
   ``SPLIT_GIVE_UP_AFTER`` fail in a row: then the database is down); what still fails is logged
@@ -33,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from host.tracing.pricing import cost_usd
-from host.tracing.records import RunRow, SpanRow, seal
+from host.tracing.records import RunRow, SpanRow, json_encode, unique_spans
 
 log = logging.getLogger("flowbase.tracing")
 
@@ -51,13 +52,29 @@ SPLIT_GIVE_UP_AFTER = 3
 CLOSE_TIMEOUT_S = 15.0
 
 
+def seal(run: RunRow) -> None:
+    """Price ``run`` (a pricing failure is logged: the run is stored without cost) and replace its
+    spans with their encoding, ``run.spans_json`` (a span id repeated within the run keeps its first
+    span)."""
+    try:
+        price_run(run)
+    except Exception:
+        log.exception("trace recorder: cannot price run %s; storing it without cost", run.id)
+    run.spans_json = json_encode(unique_spans(run.spans))
+    run.spans = []
+
+
 def price_run(run: RunRow) -> None:
-    """Fill ``cost_usd`` on the run's spans and on the run (see the module docstring)."""
+    """Fill ``cost_usd`` on the run's spans and on the run (see the module docstring), and clear the
+    spans' ``price`` (what they were priced with is not stored)."""
     ids = {s.id for s in run.spans}
     if len(ids) == len(run.spans) and _is_preorder(run.spans, ids):
         _price_preorder(run, ids)
     else:
         _price_any(run, ids)
+    for s in run.spans:
+        if s.price is not None:
+            s.price = None
 
 
 def _parent(s: SpanRow, ids: set[str]) -> str | None:
@@ -273,11 +290,6 @@ class Recorder:
             self._notify()
 
     async def _write_batch(self, batch: list[RunRow]) -> None:
-        for run in batch:
-            try:
-                price_run(run)
-            except Exception:
-                log.exception("trace recorder: cannot price run %s; storing it without cost", run.id)
         if await self._attempt(batch, RETRY_DELAYS_S):
             self.written += len(batch)
             return

@@ -3,9 +3,7 @@ recorder and the store writes and reads them. Times are Unix seconds (float).
 
 ``json_encode`` is the one JSON encoder of traces and the store (anything msgspec cannot encode is
 stored as its ``str``: a trace must never fail to store because a node put an odd object in its
-output). ``seal(run)`` encodes every span's input and output to JSON up front (``msgspec.Raw``, which
-the encoder writes out as is): a run waiting to be written then holds no containers, only bytes, so
-the garbage collector has almost nothing of it to track (see ``Recorder.submit``).
+output).
 """
 
 from __future__ import annotations
@@ -30,9 +28,11 @@ Status = Literal["ok", "error", "skipped", "cancelled"]
 
 # gc=False: rows are never tracked by the garbage collector (none can be part of a reference cycle:
 # nothing a row holds points back to it), which with ``seal`` leaves a queued run one tracked list.
-class SpanRow(msgspec.Struct, omit_defaults=True, gc=False):
+class SpanRow(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
     id: str
-    run_id: str
+    # The span's run; the engine leaves it out (a span belongs to the RunRow that holds it), and the
+    # store neither needs nor reads it.
+    run_id: str = ""
     parent_id: str | None
     kind: SpanKind
     name: str
@@ -46,7 +46,8 @@ class SpanRow(msgspec.Struct, omit_defaults=True, gc=False):
     error: str | None = None
     model: str | None = None
     provider: str | None = None
-    # Per-million-token prices the workflow declared for this call, if any (see pricing.py).
+    # Per-million-token prices the workflow declared for this call, if any (see pricing.py): an input
+    # of pricing, which clears it (it is not trace data).
     price: dict[str, float] | None = None
 
 
@@ -65,14 +66,20 @@ class RunRow(msgspec.Struct, omit_defaults=True, gc=False):
     error: str | None = None
     session_id: str | None = None
     spans: list[SpanRow] = []
+    # The spans as the store keeps them (one JSON array), once the recorder has sealed the run: then
+    # ``spans`` is empty and the run holds nothing the garbage collector tracks (see recorder.seal).
+    spans_json: bytes | None = None
 
 
-def seal(run: RunRow) -> None:
-    """Replace each span's input and output with its JSON encoding (``msgspec.Raw``), in place."""
-    raw, enc = msgspec.Raw, json_encode
-    for s in run.spans:
-        inp, out = s.input, s.output
-        if inp is not None and type(inp) is not raw:
-            s.input = raw(enc(inp))
-        if out is not None and type(out) is not raw:
-            s.output = raw(enc(out))
+def unique_spans(spans: list[SpanRow]) -> list[SpanRow]:
+    """``spans`` without any span whose id an earlier one has (ids are unique within a run as the engine
+    records them; what else hands the store a run must not make a span ambiguous)."""
+    if len({s.id for s in spans}) == len(spans):
+        return spans
+    seen: set[str] = set()
+    out = []
+    for s in spans:
+        if s.id not in seen:
+            seen.add(s.id)
+            out.append(s)
+    return out
