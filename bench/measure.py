@@ -56,7 +56,7 @@ class BenchConfig:
     growth_max_s: float = 300.0
     litellm: bool = True
     litellm_workers: int = 2
-    ab_rounds: int = 3
+    ab_rounds: int = 5
     ab_seconds: float = 5.0
     quiet_wait_s: float = 180.0  # how long to wait for other processes to quiet down before each target
     profile: bool = False  # py-spy the gateways during the c=32 phase (perturbs that phase's numbers)
@@ -274,6 +274,12 @@ class TracingAB:
     @property
     def off_median(self) -> float | None:
         return self._median(self.off_rps)
+
+    @property
+    def ratio_median(self) -> float | None:
+        """The median over rounds of on / off measured back to back in one round: a pair shares the
+        machine's background load of the moment, which drifts by more than 10% between rounds here."""
+        return self._median([a / b for a, b in zip(self.on_rps, self.off_rps, strict=False) if b])
 
 
 def tracing_ab(on: Target, off: Target, wrk: str, cfg: BenchConfig, log: Callable[[str], None]) -> TracingAB:

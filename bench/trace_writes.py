@@ -35,7 +35,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from host.store.db import Store
-from host.tracing.recorder import price_run
+from host.tracing.recorder import seal
 from host.tracing.records import RunRow, SpanRow
 from plugin_sdk.types import Request, Usage, text_message
 
@@ -66,27 +66,32 @@ def postgres_cpu_s() -> float | None:
     return total / _CLOCK_TICKS_PER_S if seen else None
 
 
-_REQUEST = Request(model="gpt-proxy", messages=[text_message("user", "hello")])
+_REQUEST = Request(model="gpt-proxy", messages=[text_message("system", "You are a concise assistant."),
+                                                 text_message("user", "Say hello.")],
+                   max_tokens=64, temperature=0.2, origin="chat")
+_ANSWER = "You said: Say hello.. The quick brown fox jumps over the"
 
 
 def make_run(i: int) -> RunRow:
-    """One traced proxy request, shaped like what the engine hands the recorder."""
+    """One traced proxy request of ``make bench``, shaped as the engine hands it to the recorder."""
     rid = f"run_{i:020d}"
-    u = Usage(9, 8)
+    u = Usage(17, 8)
     t = 1_750_000_000.0 + i * 0.001
+    out = {"text": _ANSWER, "tool_calls": [], "stop_reason": "end_turn", "usage": {"input_tokens": 17,
+                                                                                 "output_tokens": 8}}
     spans = [
-        SpanRow(id=f"{rid}.0", run_id=rid, parent_id=None, kind="workflow", name="proxy", status="ok",
-                started_at=t, ended_at=t + 0.002, input=_REQUEST,
-                output={"text": "hi", "tool_calls": [], "stop_reason": "end_turn", "usage": {"input_tokens": 9}},
-                usage=u),
-        SpanRow(id=f"{rid}.1", run_id=rid, parent_id=f"{rid}.0", kind="node", name="answer", status="ok",
-                started_at=t, ended_at=t + 0.002, output={"text": "hi"}, usage=u, model="small",
-                provider="upstream"),
-        SpanRow(id=f"{rid}.2", run_id=rid, parent_id=f"{rid}.1", kind="model_call", name="upstream/small",
-                status="ok", started_at=t, ended_at=t + 0.002,
-                input={"model": "small", "messages": [{"role": "user", "content": "hello"}]},
-                output={"id": "x", "content": [{"type": "text", "text": "hi"}]}, usage=u, model="gpt-4o-mini",
-                provider="upstream"),
+        SpanRow(id=f"{rid}.0", parent_id=None, kind="workflow", name="proxy", status="ok", started_at=t,
+                ended_at=t + 0.002, input=_REQUEST, output=out, usage=u),
+        SpanRow(id=f"{rid}.1", parent_id=f"{rid}.0", kind="node", name="answer", status="ok", started_at=t,
+                ended_at=t + 0.002, output=out, usage=u, model="small", provider="upstream"),
+        SpanRow(id=f"{rid}.2", parent_id=f"{rid}.1", kind="model_call", name="upstream/small", status="ok",
+                started_at=t, ended_at=t + 0.002,
+                input={"model": "small", "messages": [{"role": "system", "content": "You are a concise assistant."},
+                                                      {"role": "user", "content": "Say hello."}],
+                       "max_tokens": 64, "temperature": 0.2},
+                output={"id": f"chatcmpl-{i}", "model": "small", "content": [{"type": "text", "text": _ANSWER}],
+                        "usage": {"input_tokens": 17, "output_tokens": 8}},
+                usage=u, model="gpt-4o-mini", provider="upstream"),
     ]
     return RunRow(id=rid, workflow="proxy", workflow_version=1, model="gpt-proxy", protocol="chat", status="ok",
                   started_at=t, ended_at=t + 0.002, usage=u, spans=spans)
@@ -128,7 +133,7 @@ async def pg_store(admin_dsn: str) -> AsyncIterator[Store]:
 async def measure(store: Store, n: int, batch: int, profile: bool) -> dict[str, float]:
     rows = [make_run(i) for i in range(n)]
     for r in rows:
-        price_run(r)
+        seal(r)
     # Warm up: the first batch pays for statement compilation / preparation once.
     await store.write_runs([make_run(n + i) for i in range(batch)])
     prof = cProfile.Profile() if profile else None

@@ -347,13 +347,15 @@ class Execution:
         """Client-side tool callbacks: results the client sent back in this request, and calls
         the answer handed to the client."""
         out: list[SpanRow] = []
+        msgs = self.req.messages
         names: dict[str, str] = {}
-        for msg in self.req.messages:
-            for part in msg.content:
-                if isinstance(part, ToolCallPart):
-                    names[part.id] = part.name
+        if msgs and msgs[-1].role == "tool":  # else no result is new in this request: skip the scan
+            for msg in msgs:
+                for part in msg.content:
+                    if isinstance(part, ToolCallPart):
+                        names[part.id] = part.name
         # Only the results that arrived since the model's last turn are new in this request.
-        for msg in reversed(self.req.messages):
+        for msg in reversed(msgs):
             if msg.role != "tool":
                 break
             for part in msg.content:

@@ -61,9 +61,10 @@ IN_CHUNK = 500
 WRITE_CHUNK_RUNS = 128
 # Rows per INSERT statement (multi-row VALUES). Every statement execution has a fixed cost in the driver
 # and the database (SQLite: bind, step, reset, halt, a GIL release; PostgreSQL: a Bind/Execute in the
-# pipeline), about as much as the row itself; 8 rows per statement removes most of it (the SQLite driver's
-# instructions per run of three spans, measured: 1 row 145k, 2 129k, 4 115k, 8 105k, 16 105k).
-ROWS_PER_STATEMENT = 8
+# pipeline), about as much as a small row itself. Instructions per run, counted with callgrind (schema 1,
+# a row per span: 1 row 145k, 2 129k, 4 115k, 8 105k, 16 105k; schema 2, a run and its spans document,
+# with sealing: 8 171k, 32 164k). At most 18 columns × 32 rows = 576 parameters per statement.
+ROWS_PER_STATEMENT = 32
 # A session page is at most this many runs (each with its spans) so one huge session cannot
 # exhaust the host's memory.
 SESSION_RUNS_LIMIT = 1000
@@ -229,9 +230,9 @@ class _SqliteWriter:
     each costing two thread wake-ups and the GIL changing hands twice, and the pool handing out its
     connections in turn left each with a stale page cache; together more CPU than the inserts.
 
-    The connection is set up as db.py sets up the pool's (busy timeout, foreign keys, synchronous=NORMAL;
-    WAL is a property of the file). A write whose caller is cancelled still runs to its end in the thread
-    (committed or rolled back, never half-done)."""
+    The connection is set up as db.py sets up the pool's (busy timeout, synchronous=NORMAL; WAL is a
+    property of the file), but for foreign keys (see ``_connect``). A write whose caller is cancelled
+    still runs to its end in the thread (committed or rolled back, never half-done)."""
 
     def __init__(self, path: str) -> None:
         self._path = path
@@ -260,7 +261,9 @@ class _SqliteWriter:
         try:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA foreign_keys=ON")
+            # Foreign keys off on this connection only: it inserts each run before its spans in the same
+            # transaction and never deletes, so the check (a lookup per row) could never fail here.
+            conn.execute("PRAGMA foreign_keys=OFF")
         except BaseException:
             conn.close()
             raise

@@ -56,23 +56,27 @@ def seal(run: RunRow) -> None:
     """Price ``run`` (a pricing failure is logged: the run is stored without cost) and replace its
     spans with their encoding, ``run.spans_json`` (a span id repeated within the run keeps its first
     span)."""
+    spans = run.spans
+    ids = {s.id for s in spans}
     try:
-        price_run(run)
+        price_run(run, ids)
     except Exception:
         log.exception("trace recorder: cannot price run %s; storing it without cost", run.id)
-    run.spans_json = json_encode(unique_spans(run.spans))
+    run.spans_json = json_encode(spans if len(ids) == len(spans) else unique_spans(spans))
     run.spans = []
 
 
-def price_run(run: RunRow) -> None:
+def price_run(run: RunRow, ids: set[str] | None = None) -> None:
     """Fill ``cost_usd`` on the run's spans and on the run (see the module docstring), and clear the
-    spans' ``price`` (what they were priced with is not stored)."""
-    ids = {s.id for s in run.spans}
-    if len(ids) == len(run.spans) and _is_preorder(run.spans, ids):
+    spans' ``price`` (what they were priced with is not stored). ``ids``: the spans' ids, if known."""
+    spans = run.spans
+    if ids is None:
+        ids = {s.id for s in spans}
+    if len(ids) == len(spans) and _is_preorder(spans, ids):
         _price_preorder(run, ids)
     else:
         _price_any(run, ids)
-    for s in run.spans:
+    for s in spans:
         if s.price is not None:
             s.price = None
 
