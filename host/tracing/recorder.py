@@ -104,31 +104,39 @@ def _is_preorder(spans: list[SpanRow], ids: set[str]) -> bool:
     return True
 
 
+def _total(costs: list[float]) -> float | None:
+    """The sum of known costs, rounded as ``cost_usd`` rounds; a single cost as it is (rounding a
+    float with digits goes through decimal conversion: the dearest step of pricing a proxy run)."""
+    if not costs:
+        return None
+    return costs[0] if len(costs) == 1 else round(sum(costs), 12)
+
+
 def _price_preorder(run: RunRow, ids: set[str]) -> None:
     """``_price_any`` for spans in pre-order with unique ids, without building the tree: walking the
     list backwards settles every span after its children, in the same order ``_price_any`` does (so
     the same floating-point sums): this is the common case, at a fraction of the cost."""
-    billed: list[SpanRow] = []
+    billed: list[float] = []  # known costs of the billed spans, in the order they settle
     # span id -> costs of its children that have a billed span at or below them, last child first
     below: dict[str, list[float | None]] = {}
     for span in reversed(run.spans):
-        kids = below.pop(span.id, None)
-        if span.usage is not None and not kids:
-            if span.cost_usd is None:
-                span.cost_usd = cost_usd(span.model, span.usage, span.price)
-            billed.append(span)
-        elif kids:
-            if span.cost_usd is None:
-                costs = [c for c in reversed(kids) if c is not None]
-                span.cost_usd = round(sum(costs), 12) if costs else None
-        else:
-            continue  # nothing billed at or below this span
-        parent = _parent(span, ids)
-        if parent is not None:
-            below.setdefault(parent, []).append(span.cost_usd)
+        sid = span.id
+        kids = below.pop(sid, None)
+        cost = span.cost_usd
+        if kids is None:
+            if span.usage is None:
+                continue  # nothing billed at or below this span
+            if cost is None:
+                cost = span.cost_usd = cost_usd(span.model, span.usage, span.price)
+            if cost is not None:
+                billed.append(cost)
+        elif cost is None:
+            cost = span.cost_usd = _total([c for c in reversed(kids) if c is not None])
+        parent = span.parent_id
+        if parent is not None and parent != sid and parent in ids:
+            below.setdefault(parent, []).append(cost)
     if run.cost_usd is None:
-        known = [s.cost_usd for s in billed if s.cost_usd is not None]
-        run.cost_usd = round(sum(known), 12) if known else None
+        run.cost_usd = _total(billed)
 
 
 def _price_any(run: RunRow, ids: set[str]) -> None:
@@ -163,11 +171,9 @@ def _price_any(run: RunRow, ids: set[str]) -> None:
             continue
         billed_below[span.id] = bool(below)
         if below and span.cost_usd is None:
-            costs = [c.cost_usd for c in below if c.cost_usd is not None]
-            span.cost_usd = round(sum(costs), 12) if costs else None
+            span.cost_usd = _total([c.cost_usd for c in below if c.cost_usd is not None])
     if run.cost_usd is None:
-        known = [s.cost_usd for s in billed if s.cost_usd is not None]
-        run.cost_usd = round(sum(known), 12) if known else None
+        run.cost_usd = _total([s.cost_usd for s in billed if s.cost_usd is not None])
 
 
 class Recorder:
