@@ -202,3 +202,15 @@ async def test_a_store_closed_twice_or_written_after_close_keeps_working(tmp_pat
         assert await counts(again) == (2, len(ragged_run(1).spans) + len(ragged_run(2).spans))
     finally:
         await again.close()
+
+
+async def test_batches_of_every_size_up_to_two_statements_and_one_store_every_run(store: Store) -> None:
+    # Whatever is left after the full statements goes out in halving groups: every size must add up.
+    written = 0
+    for size in range(1, 2 * ROWS_PER_STATEMENT + 2):
+        rows = [ragged_run(written + i) for i in range(size)]
+        await store.write_runs(rows)
+        written += size
+        assert await counts(store) == (written, sum(len(ragged_run(i).spans) for i in range(written))), size
+    for i in (0, written // 2, written - 1):
+        assert await store.get_run(f"run-{i:05d}") == expected(ragged_run(i))

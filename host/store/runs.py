@@ -211,15 +211,22 @@ class _Insert:
 
     def statements(self, flat: list[Any]) -> list[Statement]:
         """The statements that insert the rows whose values ``flat`` holds back to back: full groups of
-        ROWS_PER_STATEMENT rows, then one statement for the rest."""
+        ROWS_PER_STATEMENT rows, then the rest in groups of 16, 8, 4, 2 and 1 rows as needed (a few
+        statement shapes to compile and cache, instead of one per possible remainder)."""
         width = len(self.columns)
         step = width * ROWS_PER_STATEMENT
         full = len(flat) // step * step
         out: list[Statement] = []
         if full:
             out.append((self.for_rows(ROWS_PER_STATEMENT), [tuple(flat[i:i + step]) for i in range(0, full, step)]))
-        if full < len(flat):
-            out.append((self.for_rows((len(flat) - full) // width), [tuple(flat[full:])]))
+        at, rest = full, (len(flat) - full) // width
+        size = ROWS_PER_STATEMENT
+        while rest:
+            size = max(size // 2, 1)
+            if rest >= size:
+                out.append((self.for_rows(size), [tuple(flat[at:at + size * width])]))
+                at += size * width
+                rest -= size
         return out
 
 
