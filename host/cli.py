@@ -14,6 +14,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from host.app import create_app
+    from host.serving import HttpProtocol
 
     settings = Settings(host=args.host, port=args.port, data_dir=Path(args.data_dir),
                         workflows=Path(args.workflows) if args.workflows else None, watch=not args.no_watch)
@@ -23,8 +24,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"flowbase: --workflows {settings.workflows}: not a directory", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # uvloop + httptools: the fastest server stack uvicorn offers (measured in `make bench`).
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+    # uvloop + httptools: the fastest server stack uvicorn offers (measured in `make bench`); the
+    # httptools protocol sends what a response writes in one turn of the loop at once (host/serving.py).
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http=HttpProtocol,
                 log_level="warning", access_log=False, timeout_graceful_shutdown=5,
                 proxy_headers=False, server_header=False)
     return 0

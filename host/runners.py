@@ -225,7 +225,7 @@ class Call:
                 self._send(ready)
         proc = self._proc
         if proc is not None and proc.alive and proc.transport.get_write_buffer_size() > HIGH_WATER_BYTES:
-            await proc.writer.drain()
+            await proc.fw.drain()
 
     def _send(self, proc: _Proc) -> None:
         inv = self._invoke

@@ -106,7 +106,7 @@ class Server:
 
     async def _flow(self) -> None:
         if not self.closed and self.transport.get_write_buffer_size() > HIGH_WATER_BYTES:
-            await self.writer.drain()
+            await self.fw.drain()
 
     def _finish(self, frame: Result | Failure) -> None:
         """Send the terminal frame; an output that cannot be encoded becomes a Failure."""
@@ -210,7 +210,7 @@ class Server:
         await self._close_packages()
         self.closed = True
         with contextlib.suppress(Exception):
-            self.writer.close()
+            self.fw.close()
         return code
 
     async def _settle(self) -> None:
@@ -219,7 +219,7 @@ class Server:
             await asyncio.wait(running, timeout=SHUTDOWN_GRACE_S)
         await self._cancel_all()
         with contextlib.suppress(Exception):
-            await self.writer.drain()
+            await self.fw.drain()
 
     async def _cancel_all(self) -> None:
         running = list(self.tasks.values())
