@@ -28,14 +28,13 @@ os.close(_null)
 
 import argparse
 import asyncio
-import gc
 import logging
 import socket
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from plugin_runner import sandbox
+from plugin_runner import heap, sandbox
 from plugin_runner.loader import LoadError, load
 from plugin_runner.manifest import Manifest, ManifestError, load_manifests
 from plugin_runner.server import FrameLogHandler, Server
@@ -74,10 +73,7 @@ async def _serve(fd: int, manifests: list[Manifest]) -> int:
     root = logging.getLogger()
     root.setLevel(level if isinstance(level, int) else logging.WARNING)
     root.addHandler(FrameLogHandler(server, root.level))
-    # The loaded plugins and their imports live as long as the process: out of the collector's
-    # generations, full collections stop walking them (see the same step in host/app.py).
-    gc.collect()
-    gc.freeze()
+    heap.settle()  # the plugins are loaded: freeze them, collect young objects less often
     return await server.serve()
 
 
