@@ -1,21 +1,21 @@
 """Microbenchmark of the trace write path: CPU per recorded run, on SQLite and PostgreSQL.
 
 ``python -m bench.trace_writes [--runs N] [--batch N] [--pg DSN | --no-pg] [--profile]`` builds N
-realistic runs (one proxy request: a workflow span, a node span and a model_call span, the shapes the
-engine records), prices them as the recorder does, and writes them through ``Store.write_runs`` in
-batches of ``--batch`` (the recorder's default batch size). It prints, per database, the CPU time
-per run of the whole process (user + system time of the event-loop thread and of the SQLite writer
-thread — both compete with requests for this machine's cores) and of the event-loop thread alone
-(what holds up requests directly), plus wall time. PostgreSQL runs against a throw-away database
-created on the server named by ``--pg`` (default: the local server the tests use) and dropped
-afterwards; when that server runs on this machine, the CPU its processes used meanwhile is shown too
-(it includes whatever else uses that server at the time).
+runs shaped like ``make bench``'s proxy requests (a workflow span, a node span and a model_call span),
+seals them as the recorder does (prices them and encodes their spans, ``recorder.seal``; not in the
+numbers) and writes them through ``Store.write_runs`` in batches of ``--batch`` (the recorder's
+default batch size). It prints, per database, the CPU time per run of the whole process (user +
+system time of the event-loop thread and of the SQLite writer thread — both compete with requests for
+this machine's cores) and of the event-loop thread alone (what holds up requests directly), plus wall
+time. PostgreSQL runs against a throw-away database created on the server named by ``--pg`` (default:
+the local server the tests use) and dropped afterwards; when that server runs on this machine, the CPU
+its processes used meanwhile is shown too (it includes whatever else uses that server at the time).
 
-Measured on the 2-core bench VM (5,000 runs, batches of 256; five interleaved runs each while other work
-loaded the machine; medians, ranges in brackets). Before (SQLAlchemy ``insert`` with a dict per row):
-SQLite 179 µs [172–204], PostgreSQL 138 µs [125–149] (server 202 µs [180–218]). After
-(``host/store/runs.py``): SQLite 52 µs [42–56], PostgreSQL 34 µs [28–38] (server 132 µs [118–150]).
-Pricing the runs (``price_run``, not in these numbers) went from 9.6 to 6.3 µs per run.
+History, on the 2-core bench VM (5,000 runs, batches of 256). Schema 1, a row per span: SQLAlchemy
+``insert`` with a dict per row, SQLite 179 µs, PostgreSQL 138 µs (server 202 µs); flat positional
+rows, SQLite 52 µs, PostgreSQL 34 µs (server 132 µs). Schema 2, a row per run holding its spans'
+JSON (``host/store/runs.py``): SQLite 24 µs per run; callgrind counts the whole write (sealing
+included) at 171k instructions per run with 8 rows per INSERT and 164k with 32.
 """
 
 from __future__ import annotations
