@@ -17,53 +17,41 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from plugin_runner.framing import Gathered
+
 
 class CorkedTransport:
-    """A transport whose writes are gathered until the running callback ends, then sent in one write.
-    Everything else is the wrapped transport's; closing sends what is gathered first."""
+    """A transport whose writes are gathered until the running callback ends, then sent in one write
+    (``Gathered``). Everything else is the wrapped transport's; closing sends what is gathered first."""
 
-    __slots__ = ("_loop", "_pending", "_scheduled", "_transport")
+    __slots__ = ("_out", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
-        self._loop = loop
-        self._pending: list[bytes] = []
-        self._scheduled = False
+        self._out = Gathered(transport.write, loop)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not data:
-            return
-        self._pending.append(bytes(data))  # a copy: callers may reuse their buffer
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
+        if data:
+            self._out.add(bytes(data))  # a copy: callers may reuse their buffer
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
             self.write(line)
 
-    def _flush(self) -> None:
-        self._scheduled = False
-        pending = self._pending
-        if pending:
-            data = pending[0] if len(pending) == 1 else b"".join(pending)
-            pending.clear()
-            self._transport.write(data)
-
     def close(self) -> None:
-        self._flush()
+        self._out.flush()
         self._transport.close()
 
     def write_eof(self) -> None:
-        self._flush()
+        self._out.flush()
         self._transport.write_eof()
 
     def abort(self) -> None:
-        self._pending.clear()
+        self._out.clear()
         self._transport.abort()
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(len(p) for p in self._pending)
+        return self._transport.get_write_buffer_size() + self._out.size()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
