@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from bench.measure import NOISY_PCT, SoakReport, TargetResult, TracingAB
 
+# A CPU probe this much slower before one target than before another flags the run (1.15 = 15%).
+SPEED_DRIFT = 1.15
+
 ROW_LABELS = {"direct": "direct (no gateway)", "flowbase": "flowbase, tracing on",
               "flowbase-notrace": "flowbase, tracing off", "litellm": "LiteLLM proxy"}
 
@@ -185,13 +188,19 @@ def text_table(results: dict[str, TargetResult], checks_: list[Check]) -> str:
 
 
 def noise_warnings(results: dict[str, TargetResult]) -> list[str]:
-    """Phases during which other processes took enough CPU to make this run's comparisons unreliable."""
+    """Phases during which other processes took enough CPU to make this run's comparisons unreliable,
+    and a VM whose own speed changed between targets (the CPU probe before each)."""
     out = []
     for res in results.values():
         for phase, cpu in (("c=1", res.cpu1), ("c=32", res.cpu32), ("c=128", res.cpu128)):
             if cpu is not None and cpu.others_pct > NOISY_PCT:
                 out.append(f"{ROW_LABELS.get(res.name, res.name)} at {phase}: other processes used "
                            f"{cpu.others_pct:.0f}% of a core; its numbers are unreliable (rerun on a quiet machine)")
+    probes = {ROW_LABELS.get(r.name, r.name): r.cpu_probe_ms for r in results.values() if r.cpu_probe_ms}
+    if len(probes) > 1 and max(probes.values()) > SPEED_DRIFT * min(probes.values()):
+        out.append("the VM's own speed changed between targets (CPU probe before each: "
+                   + ", ".join(f"{k} {v:.0f} ms" for k, v in probes.items())
+                   + "); comparisons between them are unreliable")
     return out
 
 

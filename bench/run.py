@@ -116,11 +116,14 @@ def _measure(name: str, start: Callable[[], targets.Target], wrk: str, cfg: meas
     """Start a target and measure it; it stays up (in ``live``) for later phases. ``None`` if it failed."""
     _log(f"{name}: starting")
     measure.wait_for_quiet(_log, max_wait_s=cfg.quiet_wait_s)
+    probe = measure.cpu_probe()
     target: targets.Target | None = None
     try:
         target = start()
         live.append(target)
-        return measure.measure_target(target, wrk, cfg, upstream, _log, profiler), target
+        result = measure.measure_target(target, wrk, cfg, upstream, _log, profiler)
+        result.cpu_probe_ms = probe
+        return result, target
     except (ServiceError, measure.TargetFailed, LoadGenError, OSError) as exc:
         _log(f"{name}: FAILED: {exc}")
         if target is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from bench import measure, run, targets
+from bench import measure, report, run, targets
 from bench.loadgen import ensure_wrk, run_wrk
 from bench.upstream import expected_reply
 
@@ -81,6 +81,7 @@ def test_quick_run_through_direct_and_flowbase_has_zero_errors_and_writes_well_f
     assert fb["upstream_requests"] >= fb["c1"]["requests"] + fb["c32"]["requests"] + fb["c128"]["requests"]
     assert fb["memory"]["rss_mb"] > 0 and fb["memory"]["processes"] >= 2  # the host and at least one runner
     assert fb["cpu32"]["gateway_pct"] > 0
+    assert all(res["cpu_probe_ms"] > 0 for res in saved["targets"].values())  # the VM's speed, before each
 
     soak = saved["soak"]
     assert soak["error"] is None
@@ -96,3 +97,12 @@ def test_quick_run_through_direct_and_flowbase_has_zero_errors_and_writes_well_f
     assert verdicts[f"soak: {cfg.soak_concurrency} concurrent streams complete correctly"] == "PASS"
     assert "| flowbase, tracing on |" in saved["markdown"]
     assert isinstance(saved["noise_warnings"], list)  # reported, never asserted: timings are not tested
+
+
+def test_a_vm_that_slowed_down_between_targets_is_flagged_even_when_nothing_else_ran() -> None:
+    steady = {"direct": measure.TargetResult("direct", cpu_probe_ms=50.0),
+              "flowbase": measure.TargetResult("flowbase", cpu_probe_ms=54.0)}
+    assert report.noise_warnings(steady) == []
+    slowed = {**steady, "litellm": measure.TargetResult("litellm", cpu_probe_ms=75.0)}
+    (warning,) = report.noise_warnings(slowed)
+    assert "speed changed between targets" in warning and "75 ms" in warning
