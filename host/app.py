@@ -66,6 +66,7 @@ def create_app(settings: Settings) -> Gateway:
         pool = RunnerPool(manifests)
         stop = asyncio.Event()
         watcher: asyncio.Task[None] | None = None
+        trimmer = asyncio.create_task(heap.give_back())
         try:
             await pool.start()
             available = pool.node_types()
@@ -92,10 +93,11 @@ def create_app(settings: Settings) -> Gateway:
             yield
         finally:
             stop.set()
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            for task in (watcher, trimmer):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await pool.close()
             await recorder.close()
             await store.close()

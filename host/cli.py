@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from host.config import Settings
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     import uvicorn
+
+    from plugin_runner import heap
+
+    env = heap.host_env(dict(os.environ))
+    if env is not None:
+        # The allocator is chosen when the interpreter starts: start again with it (same process id).
+        os.execve(sys.executable, [sys.executable, "-m", "host.cli", *argv], env)
 
     from host.app import create_app
     from host.serving import HttpProtocol
@@ -32,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _validate(args: argparse.Namespace, argv: list[str]) -> int:
     from host.engine.workflow import WorkflowError, load_workflow
     from plugin_runner.manifest import default_dir, load_manifests
 
@@ -64,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     validate = sub.add_parser("validate", help="check workflow files without serving them")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(func=_validate)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    return int(args.func(args, argv))
 
 
 if __name__ == "__main__":

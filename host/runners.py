@@ -49,6 +49,7 @@ from typing import Any
 
 import msgspec
 
+from plugin_runner import heap
 from plugin_runner.framing import MAX_FRAME, FrameError, FrameWriter
 from plugin_runner.manifest import Manifest
 from plugin_runner.protocol import (
@@ -607,7 +608,7 @@ class _Group:
         for d in self.pool.manifest_dirs:
             cmd += ["--manifests", str(d)]
         cmd += ["--packages", ",".join(m.id for m in self.manifests)]
-        env = dict(os.environ)
+        env = heap.runner_env(dict(os.environ))
         # Fewer malloc arenas: less virtual memory (RLIMIT_AS counts it) and less fragmentation.
         env.setdefault("MALLOC_ARENA_MAX", "2")
         try:

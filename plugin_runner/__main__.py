@@ -74,7 +74,11 @@ async def _serve(fd: int, manifests: list[Manifest]) -> int:
     root.setLevel(level if isinstance(level, int) else logging.WARNING)
     root.addHandler(FrameLogHandler(server, root.level))
     heap.settle()  # the plugins are loaded: freeze them, collect young objects less often
-    return await server.serve()
+    trimmer = asyncio.create_task(heap.give_back())
+    try:
+        return await server.serve()
+    finally:
+        trimmer.cancel()
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
