@@ -264,6 +264,53 @@ def test_tool_choice_and_foreign_tool_kinds_from_a_responses_client_reach_an_ant
     assert [b["text"] for b in blocks(body["system"])] == ["you are an agent"]
 
 
+# ---- structured output (a JSON Schema for the answer) ------------------------------------------
+
+CITY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"city": {"type": "string"}},
+                               "required": ["city"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize("client", ["chat", "responses", "messages"])
+def test_a_json_schema_for_the_answer_reaches_an_anthropic_upstream_as_its_output_format(
+        fb: Flowbase, chat: openai.OpenAI, upstream: FakeUpstream, client: str) -> None:
+    marker = uuid.uuid4().hex[:8]
+    prompt = f"which city {marker}"
+    if client == "chat":
+        done = chat.chat.completions.create(
+            model="gpt-on-claude", messages=[{"role": "user", "content": prompt}],
+            response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": CITY_SCHEMA,
+                                                                    "strict": True}})
+        assert done.choices[0].message.content == expected_reply("small", prompt)
+    elif client == "responses":
+        chat.responses.create(model="gpt-on-claude", input=prompt, text={"format": {
+            "type": "json_schema", "name": "city", "schema": CITY_SCHEMA, "strict": True}})
+    else:
+        anthropic.Anthropic(base_url=fb.url, api_key=KEY, max_retries=0).messages.create(
+            model="gpt-on-claude", max_tokens=200, messages=[{"role": "user", "content": prompt}],
+            output_config={"format": {"type": "json_schema", "schema": CITY_SCHEMA}})
+    body = sent_with(upstream, marker)["body"]
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": CITY_SCHEMA}}
+
+
+def test_a_json_object_format_is_not_sent_to_an_anthropic_upstream_which_has_no_such_mode(
+        chat: openai.OpenAI, upstream: FakeUpstream) -> None:
+    marker = uuid.uuid4().hex[:8]
+    chat.chat.completions.create(model="gpt-on-claude", response_format={"type": "json_object"},
+                                 messages=[{"role": "user", "content": f"json please {marker}"}])
+    assert "output_config" not in sent_with(upstream, marker)["body"]
+
+
+def test_an_anthropic_clients_output_format_reaches_an_openai_upstream_as_a_json_schema_response_format(
+        fb: Flowbase, upstream: FakeUpstream) -> None:
+    marker = uuid.uuid4().hex[:8]
+    anthropic.Anthropic(base_url=fb.url, api_key=KEY, max_retries=0).messages.create(
+        model="claude-on-gpt", max_tokens=200, messages=[{"role": "user", "content": f"which city {marker}"}],
+        output_config={"format": {"type": "json_schema", "schema": CITY_SCHEMA}})
+    body = sent_with(upstream, marker)["body"]
+    assert body["response_format"] == {"type": "json_schema", "json_schema": {"name": "output", "schema": CITY_SCHEMA,
+                                                                             "strict": True}}
+
+
 # ---- errors in each protocol's shape ------------------------------------------------------------
 
 

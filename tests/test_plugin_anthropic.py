@@ -286,3 +286,20 @@ async def test_a_server_that_ignores_the_stream_flag_is_still_streamed_to_the_cl
     res = await call(upstream, ask("answer at once"), stream=True, model="ignore-stream")
     assert res.response is not None and res.response.text() == expected_reply("ignore-stream", "answer at once")
     assert res.events == response_events(res.response)
+
+
+async def test_a_schema_goes_in_output_config_beside_the_keys_an_anthropic_client_or_the_workflow_set(
+        upstream: FakeUpstream) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    marker = uuid.uuid4().hex
+    req = ask(marker, response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema}},
+              origin="messages", extra={"output_config": {"format": {"type": "json_schema", "schema": schema},
+                                                          "effort": "low", "verbosity": "terse"}})
+    await call(upstream, req, stream=False, params={"output_config": {"cache": "on"}})
+    assert record_with(upstream, marker)["body"]["output_config"] == {
+        "cache": "on", "verbosity": "terse", "format": {"type": "json_schema", "schema": schema}}
+    marker = uuid.uuid4().hex  # from an OpenAI client, only the schema crosses over
+    await call(upstream, ask(marker, origin="chat", response_format={"type": "json_schema", "json_schema": {
+        "name": "n", "schema": schema}}, extra={"output_config": {"verbosity": "terse"}}), stream=False)
+    assert record_with(upstream, marker)["body"]["output_config"] == {"format": {"type": "json_schema",
+                                                                                 "schema": schema}}

@@ -15,6 +15,10 @@
   ``disable_parallel_tool_use``; ``Reasoning`` → ``thinking: {type: enabled, budget_tokens}``
   (effort low/medium/high → a budget when only effort is given; a client's max_tokens caps the
   budget, a defaulted max_tokens grows by the budget);
+- a JSON-Schema ``response_format`` (Chat's, or Responses' ``text.format`` / Messages'
+  ``output_config.format`` as the protocols normalise them) → ``output_config.format`` (structured
+  outputs); ``json_object`` has no Anthropic equivalent and is not sent (the model is unconstrained);
+  other ``output_config`` keys an Anthropic client sent pass through;
 - ``max_tokens`` is required: the request's, else ``params.max_tokens``, else ``config.max_tokens``,
   else 4096. ``config.params`` are defaults the request overrides.
 ``parse_message(raw)`` → canonical ``Response``; usage follows the canonical convention
@@ -320,6 +324,23 @@ def build_body(req: Request, config: dict[str, Any], stream: bool) -> dict[str, 
     for k, v in req.extra.items():
         if k in EXTRA_KEYS and (same_wire or k == "top_k") and not (k == "thinking" and thinking is not None):
             body[k] = v
+    output = _output_config(req, same_wire)
+    if output:
+        defaults = body.get("output_config")
+        body["output_config"] = {**defaults, **output} if isinstance(defaults, dict) else output
     if stream:
         body["stream"] = True
     return body
+
+
+def _output_config(req: Request, same_wire: bool) -> dict[str, Any]:
+    sent = req.extra.get("output_config")
+    # effort and format arrive as Request.reasoning and Request.response_format; the rest as sent.
+    out = {k: v for k, v in sent.items() if k not in ("effort", "format")} if same_wire and isinstance(
+        sent, dict) else {}
+    rf = req.response_format
+    if rf is not None and rf.get("type") == "json_schema":
+        spec = rf.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        out["format"] = {"type": "json_schema", "schema": schema if isinstance(schema, dict) else {}}
+    return out
