@@ -1,9 +1,11 @@
 """Opening a database written by an older flowbase upgrades it in place and loses nothing: schema 1
-(a row per span) becomes schema 2 (a JSON array of spans per run), on SQLite and PostgreSQL."""
+(a row per span) becomes schema 2 (a JSON array of spans per run), on SQLite and PostgreSQL; an
+existing SQLite file keeps its page size (new ones get 16 KiB)."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -124,3 +126,29 @@ async def test_a_schema_1_database_is_upgraded_on_open_with_every_span_intact(fr
         assert len((await again.get_run("run-00000") or {})["spans"]) == 3
     finally:
         await again.close()
+
+
+async def test_a_new_sqlite_store_gets_16_kib_pages_and_an_existing_file_keeps_its_own(tmp_path: Path) -> None:
+    (tmp_path / "new").mkdir()
+    fresh = await Store.open(sqlite_url(tmp_path / "new"))
+    run = make_run(f"run_{uuid.uuid4().hex}")
+    await fresh.write_runs([run])
+    await fresh.close()
+    with sqlite3.connect(tmp_path / "new" / "flowbase.db") as conn:
+        assert conn.execute("PRAGMA page_size").fetchone() == (16384,)
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+    (tmp_path / "old").mkdir()
+    with sqlite3.connect(tmp_path / "old" / "flowbase.db") as conn:  # an earlier flowbase's file
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE kept (v TEXT)")
+        conn.execute("INSERT INTO kept VALUES ('still here')")
+    old = await Store.open(sqlite_url(tmp_path / "old"))
+    await old.write_runs([run])
+    assert (await old.get_run(run.id)) is not None
+    await old.close()
+    with sqlite3.connect(tmp_path / "old" / "flowbase.db") as conn:
+        assert conn.execute("PRAGMA page_size").fetchone() == (4096,)
+        assert conn.execute("SELECT v FROM kept").fetchall() == [("still here",)]
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
