@@ -12,6 +12,7 @@ from host.store.db import Store
 from host.tracing import recorder as recorder_module
 from host.tracing.recorder import Recorder, price_run
 from host.tracing.records import RunRow, SpanRow
+from plugin_runner.framing import Gathered
 from plugin_sdk.types import Usage
 
 pytest_plugins = ["support_store_fixtures"]
@@ -242,3 +243,24 @@ def test_a_parent_cycle_in_spans_cannot_hang_pricing() -> None:
     run = make_run("r", spans=[a, b])
     price_run(run)  # returns; the cycle is simply not priced
     assert run.cost_usd is None
+
+
+async def test_a_run_is_sealed_only_after_the_answer_written_in_the_same_callback_has_been_sent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[tuple[str, object]] = []
+    real_seal = recorder_module.seal
+
+    def seal(run: RunRow) -> None:
+        events.append(("sealed", run.id))
+        real_seal(run)
+
+    monkeypatch.setattr(recorder_module, "seal", seal)
+    rec = Recorder(FakeWriter())
+    rec.start()
+    answer = Gathered(lambda data: events.append(("sent", data)), asyncio.get_running_loop())
+    rec.submit(make_run("r1"))  # as one callback of the host does: the run ends, then its answer is written
+    answer.add(b"the answer")
+    assert events == []
+    assert await rec.flush(5.0)
+    assert events == [("sent", b"the answer"), ("sealed", "r1")]
+    await rec.close()

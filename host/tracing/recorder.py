@@ -2,8 +2,9 @@
 
 Contract:
 - ``submit(run)`` never blocks and never raises: the run is sealed (``seal``: priced, below, and its
-  spans encoded to one JSON document, ``RunRow.spans_json``, in place of the span objects) and goes
-  into a bounded queue; when the queue is full (or the recorder is closed) the run is dropped and
+  spans encoded to one JSON document, ``RunRow.spans_json``, in place of the span objects) two turns
+  of the event loop later, once the answer that ended it has been sent, and goes into a bounded
+  queue; when the queue is full (or the recorder is closed) the run is dropped and
   counted, with a warning logged at most once per ``DROP_LOG_INTERVAL_S``. Sealing costs what
   pricing and encoding at write time cost (less: one encoder call for all spans), but a sealed run
   holds no containers for the garbage collector: unsealed, the requests and answers waiting in the
@@ -181,6 +182,9 @@ class Recorder:
                  interval_s: float = 0.05) -> None:
         self._write = write
         self._queue: asyncio.Queue[RunRow] = asyncio.Queue(maxsize=max_queue)
+        self._max_queue = max_queue
+        # Runs submitted and not yet sealed: sealing waits until the answer has been sent (submit).
+        self._fresh: list[RunRow] = []
         self._max_batch = max_batch
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
@@ -200,16 +204,34 @@ class Recorder:
     # ---- request path ----------------------------------------------------------------------
 
     def submit(self, run: RunRow) -> None:
+        if self._closed or self._queue.qsize() + len(self._fresh) >= self._max_queue:
+            self._dropped(1)
+            return
+        self._fresh.append(run)
+        self._accepted += 1
+        if len(self._fresh) > 1:
+            return  # already scheduled
         try:
-            if self._closed:
-                raise asyncio.QueueFull
-            seal(run)
-            self._queue.put_nowait(run)
-            self._accepted += 1
-        except asyncio.QueueFull:
-            self._dropped(1)
-        except Exception:  # noqa: BLE001 - tracing must never break a request
-            self._dropped(1)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a caller without an event loop: nothing to wait for
+            self._seal_fresh()
+            return
+        # Sealed two turns of the loop later: the answer that ended the run is written in this same
+        # callback, and the HTTP transport sends what a callback wrote one turn later
+        # (host/serving.py), so the run's pricing and encoding come after the answer has left.
+        loop.call_soon(loop.call_soon, self._seal_fresh)
+
+    def _seal_fresh(self) -> None:
+        fresh, self._fresh = self._fresh, []
+        for run in fresh:
+            try:
+                seal(run)
+                self._queue.put_nowait(run)  # fits: submit counted it against the bound
+            except Exception:
+                log.exception("trace recorder: cannot queue run %s; dropping it", run.id)
+                self._done += 1
+                self._dropped(1)
+        self._notify()
 
     def _dropped(self, n: int) -> None:
         self.dropped += n
@@ -266,7 +288,8 @@ class Recorder:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         self._task = None
-        left = self._queue.qsize() + self._inflight
+        left = self._queue.qsize() + self._inflight + len(self._fresh)
+        self._fresh.clear()
         while not self._queue.empty():
             self._queue.get_nowait()
         self._inflight = 0
