@@ -40,7 +40,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-def _validate(args: argparse.Namespace, argv: list[str]) -> int:
+def _validate(args: argparse.Namespace, _argv: list[str]) -> int:
     from host.engine.workflow import WorkflowError, load_workflow
     from plugin_runner.manifest import default_dir, load_manifests
 
