@@ -11,15 +11,8 @@ from pathlib import Path
 from host.config import Settings
 
 
-def _serve(args: argparse.Namespace, argv: list[str]) -> int:
+def _serve(args: argparse.Namespace) -> int:
     import uvicorn
-
-    from plugin_runner import heap
-
-    env = heap.host_env(dict(os.environ))
-    if env is not None:
-        # The allocator is chosen when the interpreter starts: start again with it (same process id).
-        os.execve(sys.executable, [sys.executable, "-m", "host.cli", *argv], env)
 
     from host.app import create_app
     from host.serving import HttpProtocol
@@ -40,7 +33,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-def _validate(args: argparse.Namespace, _argv: list[str]) -> int:
+def _validate(args: argparse.Namespace) -> int:
     from host.engine.workflow import WorkflowError, load_workflow
     from plugin_runner.manifest import default_dir, load_manifests
 
@@ -72,9 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     validate = sub.add_parser("validate", help="check workflow files without serving them")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(func=_validate)
-    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    return int(args.func(args, argv))
+    if args.command == "serve" and argv is None:
+        _restart_with_host_allocator()
+    return int(args.func(args))
+
+
+def _restart_with_host_allocator() -> None:
+    """The host runs on glibc's allocator (plugin_runner/heap.py says why), which is chosen when the
+    interpreter starts: start this same command line again with it, in this same process."""
+    from plugin_runner import heap
+
+    env = heap.host_env(dict(os.environ))
+    if env is not None:
+        os.execve(sys.executable, sys.orig_argv, env)
 
 
 if __name__ == "__main__":
