@@ -6,6 +6,9 @@
 - ``serve_workflows(tmp_path_factory, {file stem: workflow text}, env)``: a started ``Flowbase`` serving
   those files with ``env`` added to its environment (a context manager; the gateway stops on exit).
 - ``spans(run, kind)``: the spans of one kind in a run as ``/api/runs/{id}`` returns it.
+- ``assert_engine_order(run)``: the run's spans (stored in recorded order) are in the order the engine
+  promises the recorder (``RunRow.engine_order``): unique ids, one root first, every other span after its
+  parent and after the whole subtree of each earlier sibling.
 """
 
 from __future__ import annotations
@@ -44,3 +47,16 @@ def serve_workflows(tmp_path_factory: pytest.TempPathFactory, workflows: dict[st
 
 def spans(run: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return [s for s in run["spans"] if s["kind"] == kind]
+
+
+def assert_engine_order(run: dict[str, Any]) -> None:
+    ids = [s["id"] for s in run["spans"]]
+    assert len(set(ids)) == len(ids), ids
+    root, *rest = run["spans"]
+    assert root["kind"] == "workflow" and root.get("parent_id") is None
+    chain = [root["id"]]  # the last span's ancestors and itself
+    for s in rest:
+        parent = s.get("parent_id")
+        assert parent in chain, (s["id"], parent, chain)
+        del chain[chain.index(parent) + 1:]
+        chain.append(s["id"])

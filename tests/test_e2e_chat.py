@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from tests.fake_upstream import expected_reply, expected_tool_reply
+from tests.support_e2e import assert_engine_order
 from tests.support_host import ROOT, Flowbase
 from tests.support_upstream import FakeUpstream, header, upstream  # noqa: F401  (fixture)
 
@@ -208,6 +209,7 @@ def test_a_tool_call_reaches_the_client_and_its_result_reaches_the_model(
     assert sent["messages"][-2]["tool_calls"][0]["id"] == call.id
     run = fb.run(raw.headers["x-flowbase-run-id"])
     tool_span, = spans_by_kind(run, "tool_call")
+    assert_engine_order(run)
     assert tool_span["name"] == "get_weather" and tool_span["output"] == "sunny, 21C"
 
 
@@ -232,6 +234,7 @@ def test_a_multi_node_workflow_runs_independent_nodes_in_parallel_and_picks_the_
     assert text == "[chat] " + expected_reply("summarizer", "Summarize: tell me about cats")
     run = fb.run(raw.headers["x-flowbase-run-id"])
     nodes = {s["name"]: s for s in spans_by_kind(run, "node")}
+    assert_engine_order(run)
     assert nodes["strong"]["status"] == "skipped" and nodes["plain"]["status"] == "ok"
     assert nodes["classify"]["output"] == {"route": "chat"}
     assert nodes["summary"]["input"]["request"]["messages"][0]["content"][0]["text"] == "Summarize: tell me about cats"
@@ -256,6 +259,7 @@ def test_a_failing_node_with_on_error_skip_falls_back_to_the_next_output_node(fb
     assert raw.parse().choices[0].message.content == expected_reply("backup", "use the fallback")
     run = fb.run(raw.headers["x-flowbase-run-id"])
     nodes = {s["name"]: s for s in spans_by_kind(run, "node")}
+    assert_engine_order(run)
     assert run["status"] == "ok"
     assert nodes["primary"]["status"] == "error" and nodes["primary"]["error"]
     assert nodes["backup"]["status"] == "ok"

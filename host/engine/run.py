@@ -396,4 +396,4 @@ class Execution:
         spans = [root, *self.spans, *self._tool_spans(answer)]
         submit(RunRow(id=self.id, workflow=self.wf.name, workflow_version=self.wf.version, model=self.wf.model,
                       protocol=self.protocol, status=status, started_at=self.started, ended_at=ended, stream=stream,
-                      usage=self.usage, error=error, session_id=self.session_id, spans=spans))
+                      usage=self.usage, error=error, session_id=self.session_id, spans=spans, engine_order=True))

@@ -125,26 +125,43 @@ def price_for(model: str) -> Price | None:
     return None
 
 
-def _explicit(price: dict[str, float]) -> Price | None:
+# Rates in pico-USD per token (USD per 1M tokens × 10⁶), as integers: a cost is then an exact integer sum
+# divided once by 10¹², the nearest float to the true amount, without the float noise that summing
+# float products leaves (and without ``round``'s decimal conversion, which was most of a call's time).
+_Rates = tuple[int, int, int, int]  # input, output, cache_read, cache_write
+_PICO = 1_000_000  # per-1M-token USD price → pico-USD per token
+_PICO_PER_USD = 1e12
+
+
+def _rates(p: Price) -> _Rates:
+    return (round(p.input * _PICO), round(p.output * _PICO), round(p.cache_read * _PICO),
+            round(p.cache_write * _PICO))
+
+
+@functools.lru_cache(maxsize=4096)
+def _rates_for(model: str) -> _Rates | None:
+    p = price_for(model)
+    return None if p is None else _rates(p)
+
+
+def _explicit(price: dict[str, float]) -> _Rates | None:
     inp = price.get("input")
     out = price.get("output")
     if inp is None or out is None:
         return None
-    return Price(float(inp), float(out), float(price.get("cache_read", inp)), float(price.get("cache_write", inp)))
+    return _rates(Price(float(inp), float(out), float(price.get("cache_read", inp)),
+                        float(price.get("cache_write", inp))))
 
 
 def cost_usd(model: str | None, usage: Usage, price: dict[str, float] | None = None) -> float | None:
     """USD for ``usage`` at ``price`` (per 1M tokens) or at ``model``'s built-in price; None if unknown."""
-    p = _explicit(price) if price else None
-    if p is None:
+    r = _explicit(price) if price else None
+    if r is None:
         if model is None:
             return None
-        p = price_for(model)
-        if p is None:
+        r = _rates_for(model)
+        if r is None:
             return None
-    cached = usage.cache_read_tokens + usage.cache_write_tokens
-    uncached = max(usage.input_tokens - cached, 0)
-    total = (uncached * p.input + usage.cache_read_tokens * p.cache_read
-             + usage.cache_write_tokens * p.cache_write + usage.output_tokens * p.output)
-    # Round away float noise (1e-12 USD is far below any bill's precision).
-    return round(total / 1_000_000, 12)
+    read, write = usage.cache_read_tokens, usage.cache_write_tokens
+    uncached = max(usage.input_tokens - read - write, 0)
+    return (uncached * r[0] + usage.output_tokens * r[1] + read * r[2] + write * r[3]) / _PICO_PER_USD

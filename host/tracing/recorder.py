@@ -58,12 +58,19 @@ def seal(run: RunRow) -> None:
     spans with their encoding, ``run.spans_json`` (a span id repeated within the run keeps its first
     span)."""
     spans = run.spans
-    ids = {s.id for s in spans}
     try:
-        price_run(run, ids)
+        if run.engine_order:  # pre-order, unique ids, every parent present: nothing to check
+            _price_preorder(run, None)
+            _clear_prices(spans)
+            unique = True
+        else:
+            ids = {s.id for s in spans}
+            price_run(run, ids)
+            unique = len(ids) == len(spans)
     except Exception:
         log.exception("trace recorder: cannot price run %s; storing it without cost", run.id)
-    run.spans_json = json_encode(spans if len(ids) == len(spans) else unique_spans(spans))
+        unique = False
+    run.spans_json = json_encode(spans if unique else unique_spans(spans))
     run.spans = []
 
 
@@ -77,6 +84,10 @@ def price_run(run: RunRow, ids: set[str] | None = None) -> None:
         _price_preorder(run, ids)
     else:
         _price_any(run, ids)
+    _clear_prices(spans)
+
+
+def _clear_prices(spans: list[SpanRow]) -> None:
     for s in spans:
         if s.price is not None:
             s.price = None
@@ -113,10 +124,11 @@ def _total(costs: list[float]) -> float | None:
     return costs[0] if len(costs) == 1 else round(sum(costs), 12)
 
 
-def _price_preorder(run: RunRow, ids: set[str]) -> None:
+def _price_preorder(run: RunRow, ids: set[str] | None) -> None:
     """``_price_any`` for spans in pre-order with unique ids, without building the tree: walking the
     list backwards settles every span after its children, in the same order ``_price_any`` does (so
-    the same floating-point sums): this is the common case, at a fraction of the cost."""
+    the same floating-point sums): this is the common case, at a fraction of the cost. ``ids`` None:
+    every parent named is one of the spans (the engine's runs)."""
     billed: list[float] = []  # known costs of the billed spans, in the order they settle
     # span id -> costs of its children that have a billed span at or below them, last child first
     below: dict[str, list[float | None]] = {}
@@ -134,7 +146,7 @@ def _price_preorder(run: RunRow, ids: set[str]) -> None:
         elif cost is None:
             cost = span.cost_usd = _total([c for c in reversed(kids) if c is not None])
         parent = span.parent_id
-        if parent is not None and parent != sid and parent in ids:
+        if parent is not None and parent != sid and (ids is None or parent in ids):
             below.setdefault(parent, []).append(cost)
     if run.cost_usd is None:
         run.cost_usd = _total(billed)

@@ -69,6 +69,10 @@ class RunRow(msgspec.Struct, omit_defaults=True, gc=False):
     # The spans as the store keeps them (one JSON array), once the recorder has sealed the run: then
     # ``spans`` is empty and the run holds nothing the garbage collector tracks (see recorder.seal).
     spans_json: bytes | None = None
+    # Set by the engine, which records spans in pre-order (a span after its parent and after the whole
+    # subtree of each earlier sibling) with unique ids and only parents among them: pricing and sealing
+    # then skip checking that (``recorder.seal``). Not stored.
+    engine_order: bool = False
 
 
 def unique_spans(spans: list[SpanRow]) -> list[SpanRow]:
