@@ -264,3 +264,28 @@ async def test_a_run_is_sealed_only_after_the_answer_written_in_the_same_callbac
     assert await rec.flush(5.0)
     assert events == [("sent", b"the answer"), ("sealed", "r1")]
     await rec.close()
+
+
+async def test_a_run_handed_over_as_a_builder_is_built_when_sealed_and_a_failing_builder_loses_only_its_run(
+        caplog: pytest.LogCaptureFixture) -> None:
+    writer = FakeWriter()
+    rec = Recorder(writer)
+    rec.start()
+    built: list[str] = []
+
+    def build(rid: str) -> RunRow:
+        built.append(rid)
+        return make_run(rid)
+
+    def broken() -> RunRow:
+        raise RuntimeError("cannot build this run")
+
+    rec.submit(lambda: build("r1"))
+    rec.submit(broken)
+    rec.submit(make_run("r2"))
+    assert built == []  # nothing is built on the caller's path
+    assert await rec.flush(5.0)
+    assert built == ["r1"] and writer.written == ["r1", "r2"]
+    assert rec.counters() == {"queued": 0, "written": 2, "dropped": 1, "failed": 0}
+    assert "cannot build or seal a run" in caplog.text
+    await rec.close()

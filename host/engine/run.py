@@ -24,7 +24,7 @@ from host.engine.templates import render_value
 from host.engine.workflow import Node, Workflow
 from host.redact import REDACTOR
 from host.runners import RunnerPool
-from host.tracing.records import RunRow, SpanRow, Status
+from host.tracing.records import PendingRun, RunRow, SpanRow, Status
 from plugin_runner.protocol import Result
 from plugin_sdk.errors import FlowbaseError, NodeError
 from plugin_sdk.node import SpanRecord
@@ -56,7 +56,7 @@ def new_run_id() -> str:
 
 
 class Engine:
-    def __init__(self, pool: RunnerPool, submit: Callable[[RunRow], None] | None) -> None:
+    def __init__(self, pool: RunnerPool, submit: Callable[[RunRow | PendingRun], None] | None) -> None:
         self.pool = pool
         self.submit = submit  # None: tracing off
 
@@ -343,7 +343,7 @@ class Execution:
 
     # ---- the record ----------------------------------------------------------------------
 
-    def _tool_spans(self, answer: Response | None) -> list[SpanRow]:
+    def _tool_spans(self, answer: Response | None, ended: float) -> list[SpanRow]:
         """Client-side tool callbacks: results the client sent back in this request, and calls
         the answer handed to the client."""
         out: list[SpanRow] = []
@@ -367,7 +367,7 @@ class Execution:
                                           output=text))
         if answer is not None:
             for call in answer.tool_calls():
-                out.append(self._span("tool_call", call.name, "ok", self.started, time.time(),
+                out.append(self._span("tool_call", call.name, "ok", self.started, ended,
                                       input={"tool_call_id": call.id, "arguments": call.arguments,
                                              "direction": "call_to_client"}))
         return out
@@ -381,6 +381,12 @@ class Execution:
         if err is not None:
             error = err.message if isinstance(err, FlowbaseError) else (
                 "client disconnected" if status == "cancelled" else f"{type(err).__name__}: {err}")
+        # The record is built when the recorder seals it, after the answer has left; the spans are
+        # taken now (a node cancelled with the run may still record itself: that is not part of it).
+        spans = self.spans[:]
+        submit(lambda: self._run_row(status, error, ended, stream, spans))
+
+    def _run_row(self, status: Status, error: str | None, ended: float, stream: bool, spans: list[SpanRow]) -> RunRow:
         answer_out = None
         for nid in self.wf.outputs:
             out = self.outputs.get(nid)
@@ -393,7 +399,7 @@ class Execution:
         root = SpanRow(id=self.root, parent_id=None, kind="workflow", name=self.wf.name, status=status,
                        started_at=self.started, ended_at=ended, input=self.req, output=answer_out,
                        usage=self.usage, error=error)
-        spans = [root, *self.spans, *self._tool_spans(answer)]
-        submit(RunRow(id=self.id, workflow=self.wf.name, workflow_version=self.wf.version, model=self.wf.model,
+        spans = [root, *spans, *self._tool_spans(answer, ended)]
+        return RunRow(id=self.id, workflow=self.wf.name, workflow_version=self.wf.version, model=self.wf.model,
                       protocol=self.protocol, status=status, started_at=self.started, ended_at=ended, stream=stream,
-                      usage=self.usage, error=error, session_id=self.session_id, spans=spans, engine_order=True))
+                      usage=self.usage, error=error, session_id=self.session_id, spans=spans, engine_order=True)

@@ -1,10 +1,11 @@
 """The trace recorder: takes finished runs off the request path and writes them in batches.
 
 Contract:
-- ``submit(run)`` never blocks and never raises: the run is sealed (``seal``: priced, below, and its
-  spans encoded to one JSON document, ``RunRow.spans_json``, in place of the span objects) two turns
-  of the event loop later, once the answer that ended it has been sent, and goes into a bounded
-  queue; when the queue is full (or the recorder is closed) the run is dropped and
+- ``submit(run)`` never blocks and never raises: ``run`` is a ``RunRow`` or a function that builds one
+  (the engine's: building the record is then off the request path too). It is sealed (``seal``:
+  priced, below, and its spans encoded to one JSON document, ``RunRow.spans_json``, in place of the
+  span objects) ``SEAL_DELAY_S`` later, well after the answer that ended it has been sent, and goes
+  into a bounded queue; when the queue is full (or the recorder is closed) the run is dropped and
   counted, with a warning logged at most once per ``DROP_LOG_INTERVAL_S``. Sealing costs what
   pricing and encoding at write time cost (less: one encoder call for all spans), but a sealed run
   holds no containers for the garbage collector: unsealed, the requests and answers waiting in the
@@ -35,7 +36,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from host.tracing.pricing import cost_usd
-from host.tracing.records import RunRow, SpanRow, json_encode, unique_spans
+from host.tracing.records import PendingRun, RunRow, SpanRow, json_encode, unique_spans
 
 log = logging.getLogger("flowbase.tracing")
 
@@ -49,6 +50,13 @@ DROP_LOG_INTERVAL_S = 10.0
 # When a failed batch is retried run by run, this many failures in a row mean the database is
 # down rather than one run being unwritable; the rest of the batch is given up (runs).
 SPLIT_GIVE_UP_AFTER = 3
+# How long after a run ends it is built and sealed (seconds). Later than the answer's send (one turn
+# of the loop, host/serving.py) and not tied to the loop's turns: sealed at once after the send, a
+# lone client's next request, arriving while the host sealed, waited for it every time (+0.1 ms at
+# concurrency 1 on the slow VM); a millisecond later the host is mostly waiting for that request's
+# upstream. Under load this gathers a few runs per call (warm caches), and a sealed run holds nothing
+# the garbage collector walks, so the wait costs nothing there.
+SEAL_DELAY_S = 0.001
 # How long close() waits for the queue to drain before giving up on what is left (seconds).
 CLOSE_TIMEOUT_S = 15.0
 
@@ -200,7 +208,7 @@ class Recorder:
         self._has_ready = asyncio.Event()
         self._max_queue = max_queue
         # Runs submitted and not yet sealed: sealing waits until the answer has been sent (submit).
-        self._fresh: list[RunRow] = []
+        self._fresh: list[RunRow | PendingRun] = []
         self._max_batch = max_batch
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
@@ -219,7 +227,7 @@ class Recorder:
 
     # ---- request path ----------------------------------------------------------------------
 
-    def submit(self, run: RunRow) -> None:
+    def submit(self, run: RunRow | PendingRun) -> None:
         if self._closed or len(self._ready) + len(self._fresh) >= self._max_queue:
             self._dropped(1)
             return
@@ -232,19 +240,17 @@ class Recorder:
         except RuntimeError:  # a caller without an event loop: nothing to wait for
             self._seal_fresh()
             return
-        # Sealed two turns of the loop later: the answer that ended the run is written in this same
-        # callback, and the HTTP transport sends what a callback wrote one turn later
-        # (host/serving.py), so the run's pricing and encoding come after the answer has left.
-        loop.call_soon(loop.call_soon, self._seal_fresh)
+        loop.call_later(SEAL_DELAY_S, self._seal_fresh)
 
     def _seal_fresh(self) -> None:
         fresh, self._fresh = self._fresh, []
         ready = self._ready
-        for run in fresh:
+        for item in fresh:
             try:
+                run = item if isinstance(item, RunRow) else item()
                 seal(run)
             except Exception:
-                log.exception("trace recorder: cannot seal run %s; dropping it", run.id)
+                log.exception("trace recorder: cannot build or seal a run; dropping it")
                 self._done += 1
                 self._dropped(1)
                 continue

@@ -8,6 +8,7 @@ output).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -73,6 +74,10 @@ class RunRow(msgspec.Struct, omit_defaults=True, gc=False):
     # subtree of each earlier sibling) with unique ids and only parents among them: pricing and sealing
     # then skip checking that (``recorder.seal``). Not stored.
     engine_order: bool = False
+
+
+# A run the recorder builds when it seals it (``Recorder.submit``).
+PendingRun = Callable[[], RunRow]
 
 
 def unique_spans(spans: list[SpanRow]) -> list[SpanRow]:
