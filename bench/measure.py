@@ -56,8 +56,11 @@ class BenchConfig:
     growth_max_s: float = 300.0
     litellm: bool = True
     litellm_workers: int = 2
-    ab_rounds: int = 5
-    ab_seconds: float = 5.0
+    # Tracing on vs off: many short alternating rounds. This VM's speed drifts by more than tracing
+    # costs (single rounds' on/off ratios ranged 0.78–1.06 within one run), so pairs measured close
+    # together and a median over many of them; five rounds of 5 s could not tell 88% from 94%.
+    ab_rounds: int = 12
+    ab_seconds: float = 3.0
     quiet_wait_s: float = 180.0  # how long to wait for other processes to quiet down before each target
     profile: bool = False  # py-spy the gateways during the c=32 phase (perturbs that phase's numbers)
 
