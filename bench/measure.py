@@ -276,6 +276,8 @@ class SoakReport:
     rss_after_growth_mb: float | None = None
     upstream_streams_cancelled: int | None = None
     error: str | None = None
+    # RSS (MB) of each of the gateway's processes, the host first, at the three readings above.
+    by_process_mb: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -332,8 +334,9 @@ def measure_soak(target: Target, wrk: str, cfg: BenchConfig, paced: Upstream, rp
     assert target.service is not None
     pid = target.service.pid
     time.sleep(SETTLE_S)
+    mem = tree_memory(pid)
     report = SoakReport(concurrency=cfg.soak_concurrency, chunk_delay_ms=cfg.soak_delay_ms,
-                        rss_before_mb=tree_memory(pid).rss_mb)
+                        rss_before_mb=mem.rss_mb, by_process_mb={"before": mem.by_process_mb})
     log(f"  {target.name}: soak, {cfg.soak_concurrency} concurrent streams, chunks {cfg.soak_delay_ms:g} ms apart")
     report.soak = _run(client.soak(
         target.host, target.port, "/v1/chat/completions", concurrency=cfg.soak_concurrency,
@@ -341,7 +344,8 @@ def measure_soak(target: Target, wrk: str, cfg: BenchConfig, paced: Upstream, rp
         expected=lambda i: expected_reply(soak_prompt(i), paced.chunks), headers=target.headers))
     report.upstream_streams_cancelled = paced.stats()["streams_cancelled"]
     time.sleep(SETTLE_S)
-    report.rss_after_soak_mb = tree_memory(pid).rss_mb
+    mem = tree_memory(pid)
+    report.rss_after_soak_mb, report.by_process_mb["after_soak"] = mem.rss_mb, mem.by_process_mb
     log(f"  {target.name}: growth check, {cfg.growth_requests} requests (streamed and not, alternating)")
     mixed = [body(target.model, stream=False), body(target.model, stream=True)]
     deadline = time.monotonic() + cfg.growth_max_s
@@ -357,7 +361,8 @@ def measure_soak(target: Target, wrk: str, cfg: BenchConfig, paced: Upstream, rp
         rate = max(res.rps, 50.0)
     report.growth_rps = report.growth_requests / wall if wall else None
     time.sleep(SETTLE_S)
-    report.rss_after_growth_mb = tree_memory(pid).rss_mb
+    mem = tree_memory(pid)
+    report.rss_after_growth_mb, report.by_process_mb["after_growth"] = mem.rss_mb, mem.by_process_mb
     return report
 
 

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -66,6 +66,7 @@ class TreeMemory:
     rss_mb: float
     pss_mb: float
     processes: int
+    by_process_mb: list[float] = field(default_factory=list)  # RSS of each process, the root first
 
 
 def _rss_bytes(pid: int) -> int:
@@ -81,14 +82,17 @@ def _pss_bytes(pid: int) -> int:
 
 def tree_memory(root: int) -> TreeMemory:
     rss = pss = n = 0
+    each: list[float] = []
     for pid in tree_pids(root):
         try:
-            rss += _rss_bytes(pid)
+            one = _rss_bytes(pid)
             pss += _pss_bytes(pid)
-            n += 1
         except OSError:
             continue
-    return TreeMemory(rss_mb=rss / 2**20, pss_mb=pss / 2**20, processes=n)
+        rss += one
+        n += 1
+        each.append(one / 2**20)
+    return TreeMemory(rss_mb=rss / 2**20, pss_mb=pss / 2**20, processes=n, by_process_mb=each)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -187,6 +187,15 @@ def text_table(results: dict[str, TargetResult], checks_: list[Check]) -> str:
     return "\n".join(lines)
 
 
+def soak_memory_line(soak: SoakReport) -> str:
+    """Each process's RSS at the soak's readings: which of them kept what."""
+    parts = []
+    for when, each in soak.by_process_mb.items():
+        names = ["host", *(f"runner {i}" for i in range(1, len(each)))]
+        parts.append(f"{when.replace('_', ' ')}: " + ", ".join(f"{n} {mb:.1f}" for n, mb in zip(names, each)))
+    return "soak memory by process (MB) — " + "; ".join(parts)
+
+
 def noise_warnings(results: dict[str, TargetResult]) -> list[str]:
     """Phases during which other processes took enough CPU to make this run's comparisons unreliable,
     and a VM whose own speed changed between targets (the CPU probe before each)."""

@@ -208,6 +208,8 @@ def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, result
     print("\n" + table + "\n")
     if soak is not None and soak.soak is not None and soak.soak.failures:
         print("soak failures:\n  " + "\n  ".join(soak.soak.failures))
+    if soak is not None and soak.by_process_mb:
+        print(report.soak_memory_line(soak))
     for res in results.values():
         if res.status == "failed":
             print(f"{res.name} failed: {res.error}")

@@ -18,6 +18,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import gc
+import os
 import sys
 
 GEN0_THRESHOLD = 20_000
@@ -38,22 +39,21 @@ def settle() -> None:
 # so after a burst of a thousand concurrent streams the host kept 12-14 MB it no longer used; glibc
 # hands every wholly free page back on ``malloc_trim`` (measured: +4-5 MB after the same burst), at no
 # throughput cost measurable at concurrency 32. Plugin runners keep CPython's allocator: there glibc's
-# cost about 9% of streamed throughput and returned nothing more (what stays after a burst is pinned
-# by pooled upstream connections). ``give_back()`` trims in both once a burst is over.
+# cost about 9% of streamed throughput and returned nothing more. ``give_back()`` trims in both once a
+# burst is over.
 MALLOC_ENV = "PYTHONMALLOC"
 MALLOC = "malloc"
 # Set next to MALLOC_ENV when flowbase (not the user) chose the host's allocator, so runners do not
 # inherit that choice; a user's own PYTHONMALLOC applies to every process.
 CHOSEN_ENV = "FLOWBASE_CHOSE_PYTHONMALLOC"
-# How often to look, and how much free memory malloc may hold before it is handed back: a few MB
-# stay for the next requests (steady load reuses them), a burst's tens of MB go back.
-TRIM_INTERVAL_S = 2.0
-TRIM_FREE_BYTES = 4 * 2**20
-
-
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+# How often to look (one read of /proc/self/statm, microseconds), how much resident memory may grow
+# before a trim is worth it (a few MB stay for the next requests: steady load reuses them), and how
+# often to try again while memory stays that far above the least it has been (a trim that found
+# nothing to give back means the memory was in use; it may be free later).
+TRIM_INTERVAL_S = 0.5
+TRIM_GROWTH_BYTES = 4 * 2**20
+TRIM_RETRY_S = 30.0
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -61,8 +61,7 @@ def _glibc() -> ctypes.CDLL | None:
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallinfo2.restype = _Mallinfo2  # glibc 2.33+; musl and others have neither function
-        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]  # glibc only: musl and others have none
     except (OSError, AttributeError):
         return None
     return libc
@@ -71,9 +70,15 @@ def _glibc() -> ctypes.CDLL | None:
 _libc = _glibc()
 
 
-def free_held() -> int | None:
-    """Bytes malloc holds free (not returned to the system), or ``None`` where that cannot be read."""
-    return None if _libc is None else int(_libc.mallinfo2().fordblks)
+def can_trim() -> bool:
+    """Whether this process can hand malloc's free pages back (glibc on Linux)."""
+    return _libc is not None
+
+
+def resident() -> int:
+    """This process's resident memory in bytes (Linux)."""
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * _PAGE
 
 
 def trim() -> None:
@@ -96,19 +101,25 @@ def runner_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-async def give_back(interval_s: float = TRIM_INTERVAL_S, threshold: int = TRIM_FREE_BYTES) -> None:
-    """Runs for the life of the process: hand malloc's free pages back once it holds ``threshold``
-    bytes more free than after the last look. Free chunks stay counted as free after a trim (only
-    their pages go back), hence the moving floor: a trim follows each burst, not every look. A look
-    is one ``mallinfo2`` call; a trim takes milliseconds (measured: 21 ms for 125 MB of freed small
-    objects, so a few ms after a burst of a thousand streams)."""
-    floor = free_held()
-    if floor is None:
+async def give_back(interval_s: float = TRIM_INTERVAL_S, threshold: int = TRIM_GROWTH_BYTES,
+                    retry_s: float = TRIM_RETRY_S) -> None:
+    """Runs for the life of the process: trim malloc once resident memory has grown ``threshold`` over
+    what it was after the last trim and has stopped growing (a burst is over: what it freed is still
+    resident, as malloc keeps it), and every ``retry_s`` while it stays ``threshold`` above the least it
+    has been. A look reads resident memory only: glibc's own count of its free memory (``mallinfo2``)
+    walks every free chunk, 2-3 ms of the event loop after a burst. A trim takes milliseconds (21 ms
+    for 125 MB of freed small objects; 2-3 ms after a burst of a thousand streams)."""
+    if _libc is None:
         return
+    loop = asyncio.get_running_loop()
+    least = floor = last = resident()
+    retry_at = float("inf")
     while True:
         await asyncio.sleep(interval_s)
-        held = free_held() or 0
-        if held > floor + threshold:
+        now = resident()
+        settled = floor + threshold < now <= last
+        if settled or (now > least + threshold and loop.time() >= retry_at):
             trim()
-            held = free_held() or 0
-        floor = min(floor, held) if held <= floor + threshold else held
+            now = floor = resident()
+            retry_at = loop.time() + retry_s if now > least + threshold else float("inf")
+        least, floor, last = min(least, now), min(floor, now), now

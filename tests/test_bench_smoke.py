@@ -88,6 +88,10 @@ def test_quick_run_through_direct_and_flowbase_has_zero_errors_and_writes_well_f
     assert soak["soak"]["completed_ok"] == soak["soak"]["requests"] == cfg.soak_concurrency, soak["soak"]["failures"]
     assert soak["growth_requests"] >= cfg.growth_requests and soak["growth_errors"] == 0
     assert soak["rss_after_growth_mb"] > 0
+    # Each reading is also split per process (host first, then its runners), adding up to the total.
+    each = soak["by_process_mb"]
+    assert set(each) == {"before", "after_soak", "after_growth"} and len(each["before"]) >= 2
+    assert sum(each["after_growth"]) == pytest.approx(soak["rss_after_growth_mb"])
 
     added = saved["added_over_direct_ms"]["flowbase"]
     assert added["p50_ms"] is not None and added["ttfb_p50_ms"] is not None

@@ -3,6 +3,8 @@ memory back to the system; plugin runners keep CPython's allocator; a user's own
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from support_host import Flowbase
 
 from plugin_runner import heap
 
-pytestmark = pytest.mark.skipif(heap.free_held() is None, reason="needs glibc's mallinfo2 and malloc_trim")
+pytestmark = pytest.mark.skipif(not heap.can_trim(), reason="needs glibc's malloc_trim")
 
 # Seconds for the burst script below (imports plus a few hundred MB of small objects on a loaded machine).
 SCRIPT_TIMEOUT_S = 120.0
@@ -91,3 +93,45 @@ def test_memory_a_burst_freed_goes_back_to_the_system_only_with_give_back_runnin
     # The burst is over 100 MB of small objects; without trimming glibc keeps nearly all of it.
     assert after_off > peak_off * 0.8
     assert after_on < peak_on * 0.5
+
+
+def _trims(monkeypatch: pytest.MonkeyPatch, rss_mb: list[float], retry_s: float = 3600.0) -> list[int]:
+    """Run give_back over a scripted series of resident-memory readings (MB); the readings after which
+    it trimmed. A trim is followed by a reading of what it left."""
+    looks = iter(rss_mb)
+    seen: list[int] = []
+    trims: list[int] = []
+    mb = 2**20
+
+    def reading() -> int:
+        try:
+            value = next(looks)
+        except StopIteration:
+            raise asyncio.CancelledError from None
+        seen.append(1)
+        return int(value * mb)
+
+    monkeypatch.setattr(heap, "resident", reading)
+    monkeypatch.setattr(heap, "trim", lambda: trims.append(len(seen)))
+
+    async def main() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await heap.give_back(interval_s=0, threshold=4 * mb, retry_s=retry_s)
+
+    asyncio.run(main())
+    return trims
+
+
+def test_memory_is_trimmed_once_a_burst_stops_growing_not_while_it_grows(monkeypatch: pytest.MonkeyPatch) -> None:
+    # start 100; the burst grows memory for three looks, then it stays; the trim brings it back to 102.
+    assert _trims(monkeypatch, [100, 100, 110, 120, 130, 130, 102, 102, 102]) == [6]
+
+
+def test_memory_still_in_use_after_a_trim_is_not_trimmed_again_on_every_look(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The growth is live memory: the trim gives nothing back, and the next looks leave it alone.
+    assert _trims(monkeypatch, [100, 120, 120, 120, 120, 120, 120, 120]) == [3]
+
+
+def test_memory_that_stays_high_is_tried_again_after_the_retry_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Retry period zero: the look after a fruitless trim tries again; once memory is back, no more.
+    assert _trims(monkeypatch, [100, 120, 120, 120, 120, 101, 101, 101], retry_s=0) == [3, 5]
