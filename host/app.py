@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> Gateway:
         recorder = Recorder(store.write_runs)
         recorder.start()
         manifests = load_manifests([default_dir(), *settings.plugin_dirs])
-        pool = RunnerPool(manifests)
+        pool = RunnerPool(manifests, recycle_mb=settings.runner_recycle_mb)
         stop = asyncio.Event()
         watcher: asyncio.Task[None] | None = None
         trimmer = asyncio.create_task(heap.give_back())

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from host.config import Settings
+from host.config import Settings, SettingsError
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -17,8 +17,12 @@ def _serve(args: argparse.Namespace) -> int:
     from host.app import create_app
     from host.serving import HttpProtocol
 
-    settings = Settings(host=args.host, port=args.port, data_dir=Path(args.data_dir),
-                        workflows=Path(args.workflows) if args.workflows else None, watch=not args.no_watch)
+    try:
+        settings = Settings(host=args.host, port=args.port, data_dir=Path(args.data_dir),
+                            workflows=Path(args.workflows) if args.workflows else None, watch=not args.no_watch)
+    except SettingsError as exc:
+        print(f"flowbase: {exc}", file=sys.stderr)
+        return 2
     if args.no_tracing:
         settings.tracing = False
     if settings.workflows is not None and not settings.workflows.is_dir():

@@ -14,6 +14,23 @@ def _env_flag(name: str, default: bool) -> bool:
     return raw.strip().lower() not in ("0", "false", "no", "off", "")
 
 
+def _env_mb(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise SettingsError(f"{name} must be a number of MB, 0 or more (0 turns it off); got {raw!r}")
+    return value
+
+
+class SettingsError(ValueError):
+    """A setting from the environment that cannot be used; the message names it."""
+
+
 @dataclass
 class Settings:
     host: str = "127.0.0.1"
@@ -29,6 +46,9 @@ class Settings:
     plugin_dirs: list[Path] = field(default_factory=lambda: [
         Path(p) for p in os.environ.get("FLOWBASE_PLUGIN_DIRS", "").split(os.pathsep) if p])
     watch: bool = True
+    # Replace a plugin runner whose resident memory grew this many MB over its settled size (after a
+    # burst, or a leaking plugin): host/runner_memory.py. 0 turns it off.
+    runner_recycle_mb: float = field(default_factory=lambda: _env_mb("FLOWBASE_RUNNER_RECYCLE_MB", 8.0))
     log_level: str = field(default_factory=lambda: os.environ.get("FLOWBASE_LOG_LEVEL", "info"))
 
     def db_url(self) -> str:

@@ -26,10 +26,13 @@ Failures, as the caller sees them (every raised error has ``.spans: list[SpanRec
   the runner is pinged and, without a Pong within ``PONG_TIMEOUT_S`` (a sync plugin is blocking
   its loop), its process group is killed and it is respawned. ``timeout_s <= 0``: no deadline.
 - ``call.cancel()``: courtesy Cancel to the runner (the client went away); the call is finished.
-Log frames go to the ``flowbase.runner`` logger.
+Log frames go to the ``flowbase.runner`` logger. A call itself (its events, result, deadline) is
+``runner_call.Call``.
 
-The per-call path is a Future and a deque, no Queue or Task: ``call()`` writes the Invoke
-synchronously when the runner is up; drain() is awaited only above ``HIGH_WATER_BYTES``.
+Memory (``recycle_mb`` > 0, runner_memory.py): a runner whose resident memory grew more than
+``recycle_mb`` over its settled size is replaced when it next has no call in flight: a fresh one
+starts, new calls go to it once it is ready, the old one finishes whatever it was given meanwhile
+(up to ``RETIRE_DRAIN_S``) and is shut down. Not a crash: it takes nothing from the restart budget.
 """
 
 from __future__ import annotations
@@ -49,11 +52,12 @@ from typing import Any
 
 import msgspec
 
+from host.runner_call import Call, failure_error, with_spans
+from host.runner_memory import Growth
 from plugin_runner import heap
 from plugin_runner.framing import MAX_FRAME, FrameError, FrameWriter
 from plugin_runner.manifest import Manifest
 from plugin_runner.protocol import (
-    Cancel,
     Chunk,
     Failure,
     Hello,
@@ -66,26 +70,16 @@ from plugin_runner.protocol import (
     ToHost,
 )
 from plugin_sdk.errors import (
-    FlowbaseError,
-    InvalidRequest,
     NodeError,
-    NodeTimeout,
-    NotFound,
     RunnerCrashed,
-    UpstreamError,
 )
-from plugin_sdk.node import SpanRecord
-from plugin_sdk.types import Request, StreamEvent
+from plugin_sdk.types import Request
 
 log = logging.getLogger("flowbase.runner")
 
 # Seconds from spawn to Hello: the runner imports every plugin (provider SDKs take a while) and on
 # a loaded 2-core machine that can take several seconds; past this something is wrong.
 START_TIMEOUT_S = 30.0
-# Seconds the host waits past a node's deadline before acting itself: the runner's own timer
-# normally fires first and reports the timeout with the node's spans; the grace covers frame
-# latency on a busy machine so the two do not race.
-DEADLINE_GRACE_S = 0.5
 # Seconds a runner may take to answer a Ping after a missed deadline: a live event loop answers
 # in microseconds, so this much silence means a plugin is blocking the loop.
 PONG_TIMEOUT_S = 2.0
@@ -98,8 +92,14 @@ TERM_WAIT_S = 2.0
 EXIT_WAIT_S = 2.0
 # Seconds to let the stderr relay reach EOF so a start-up error message includes the last lines.
 STDERR_FLUSH_S = 1.0
-# Bytes queued in the socket transport above which writers await drain().
-HIGH_WATER_BYTES = 256 * 1024
+# Replacing a runner whose memory grew (runner_memory.py): calls before its size counts as settled,
+# seconds between readings of its memory, seconds between two replacements of one group's runner
+# (a plugin that really needs more memory is not restarted over and over), and seconds a replaced
+# runner may take to finish its calls in flight before it is shut down anyway.
+RECYCLE_SETTLE_CALLS = 100
+RECYCLE_CHECK_S = 1.0
+RECYCLE_INTERVAL_S = 300.0
+RETIRE_DRAIN_S = 900.0
 STDERR_TAIL_BYTES = 8192
 
 _decode = msgspec.msgpack.Decoder(ToHost).decode
@@ -126,169 +126,6 @@ def _exit_text(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-def _error(f: Failure) -> FlowbaseError:
-    exc: FlowbaseError
-    if f.source == "upstream":
-        exc = UpstreamError(f.message, status=f.status, kind=f.kind, retry_after=f.retry_after, code=f.code)
-        exc.param = f.param
-    elif f.kind == "timeout":
-        exc = NodeTimeout(f.message, status=f.status, code=f.code, param=f.param)
-    elif f.kind == "invalid_request":
-        exc = InvalidRequest(f.message, status=f.status, code=f.code, param=f.param)
-    elif f.kind == "not_found":
-        exc = NotFound(f.message, status=f.status, code=f.code, param=f.param)
-    else:
-        exc = NodeError(f.message, status=f.status, kind=f.kind, code=f.code, param=f.param)
-    return _with_spans(exc, f.spans)
-
-
-def _with_spans(exc: FlowbaseError, spans: list[SpanRecord]) -> FlowbaseError:
-    exc.spans = spans  # type: ignore[attr-defined]
-    return exc
-
-
-class Call:
-    """One node invocation. Iterate it for stream events (ends when the run ends), then await
-    ``result()``; or just await ``result()``. ``cancel()`` gives up on it."""
-
-    __slots__ = (
-        "_events",
-        "_exc",
-        "_group",
-        "_id",
-        "_invoke",
-        "_node_id",
-        "_proc",
-        "_result",
-        "_timeout_s",
-        "_timer",
-        "_waiters",
-    )
-
-    def __init__(self, group: _Group | None, invoke: Invoke) -> None:
-        self._group = group
-        self._proc: _Proc | None = None
-        self._id = 0
-        self._invoke: Invoke | None = invoke
-        self._timeout_s = invoke.timeout_s
-        self._node_id = invoke.node_id
-        self._events: deque[StreamEvent] = deque()
-        self._result: Result | None = None
-        self._exc: FlowbaseError | None = None
-        # One future per waiting task (normally one), so a cancelled waiter never cancels another.
-        self._waiters: list[asyncio.Future[None]] = []
-        self._timer: asyncio.TimerHandle | None = None
-
-    # ---- caller side ---------------------------------------------------------------------
-
-    def __aiter__(self) -> Call:
-        return self
-
-    async def __anext__(self) -> StreamEvent:
-        await self._ensure()
-        while True:
-            if self._events:
-                return self._events.popleft()
-            if self._done:
-                raise StopAsyncIteration
-            await self._wait()
-
-    async def result(self) -> Result:
-        await self._ensure()
-        while not self._done:
-            await self._wait()
-        if self._exc is not None:
-            raise self._exc
-        assert self._result is not None
-        return self._result
-
-    async def cancel(self) -> None:
-        if self._done:
-            return
-        self._send_cancel()
-        self._finish(exc=_with_spans(NodeError(f"node '{self._node_id}' was cancelled by the caller"), []))
-
-    # ---- internals -----------------------------------------------------------------------
-
-    @property
-    def _done(self) -> bool:
-        return self._result is not None or self._exc is not None
-
-    async def _ensure(self) -> None:
-        if self._invoke is not None and not self._done:
-            assert self._group is not None
-            try:
-                ready = await self._group.acquire()
-            except FlowbaseError as exc:
-                self._finish(exc=_with_spans(exc, []))
-                return
-            if self._invoke is not None and not self._done:
-                self._send(ready)
-        proc = self._proc
-        if proc is not None and proc.alive and proc.transport.get_write_buffer_size() > HIGH_WATER_BYTES:
-            await proc.fw.drain()
-
-    def _send(self, proc: _Proc) -> None:
-        inv = self._invoke
-        assert inv is not None
-        self._invoke = None
-        self._proc = proc
-        self._id = inv.id = proc.next_id()
-        proc.pending[inv.id] = self
-        proc.fw.write(inv)
-        if self._timeout_s > 0:
-            loop = proc.loop
-            self._timer = loop.call_at(loop.time() + self._timeout_s + DEADLINE_GRACE_S, self._expire)
-
-    async def _wait(self) -> None:
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
-            raise
-
-    def _wake(self) -> None:
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
-
-    def _finish(self, result: Result | None = None, exc: FlowbaseError | None = None) -> None:
-        self._result, self._exc = result, exc
-        self._invoke = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._proc is not None:
-            self._proc.pending.pop(self._id, None)
-        self._wake()
-
-    def _send_cancel(self) -> None:
-        proc = self._proc
-        if proc is not None and proc.alive and self._id in proc.pending:
-            proc.fw.write(Cancel(self._id))
-
-    def _expire(self) -> None:
-        self._timer = None
-        if self._done:
-            return
-        self._send_cancel()
-        self._finish(exc=_with_spans(NodeTimeout(
-            f"node '{self._node_id}' exceeded its {self._timeout_s:g} s deadline and was cancelled"), []))
-        if self._proc is not None:
-            self._proc.suspect(self._node_id)
-
-    # ---- reader side ---------------------------------------------------------------------
-
-    def _on_event(self, ev: StreamEvent) -> None:
-        self._events.append(ev)
-        if self._waiters:
-            self._wake()
-
-
 class _Proc:
     """One runner process, its connection and the calls in flight on it."""
 
@@ -308,6 +145,12 @@ class _Proc:
         self.alive = True
         self.ready = False
         self.closing = False
+        # Replaced by a fresh runner (its memory grew): finishes its calls, takes no new ones, exits.
+        self.retired = False
+        self.drained: asyncio.Future[None] | None = None  # set while retired with calls in flight
+        pool = group.pool
+        self.growth = Growth(self.pid, pool.recycle_mb, settle_calls=pool.recycle_settle_calls,
+                             check_s=pool.recycle_check_s) if pool.recycle_mb > 0 else None
         self.exit_code: int | None = None
         self._ids = 0
         # Set while a missed deadline is being checked with a Ping; new calls wait for the verdict
@@ -355,7 +198,7 @@ class _Proc:
                 elif isinstance(frame, Failure):
                     call = self.pending.get(frame.id)
                     if call is not None:
-                        call._finish(exc=_error(frame))
+                        call._finish(exc=failure_error(frame))
                 elif isinstance(frame, Pong):
                     fut = self.pings.pop(frame.id, None)
                     if fut is not None and not fut.done():
@@ -382,7 +225,7 @@ class _Proc:
         if isinstance(raw, list) and len(raw) > 1 and raw[0] in _CALL_TAGS and isinstance(raw[1], int):
             call = self.pending.get(raw[1])
             if call is not None:
-                call._finish(exc=_with_spans(NodeError(
+                call._finish(exc=with_spans(NodeError(
                     f"node '{call._node_id}' sent a {raw[0]} the host cannot decode: {exc}"), []))
             return
         raise FrameError(f"undecodable frame: {exc}")
@@ -438,7 +281,7 @@ class _Proc:
             else:
                 msg = (f"plugin runner (packages {self.group.names}) {_exit_text(code)} "
                        f"while running node '{call._node_id}'")
-            call._finish(exc=_with_spans(RunnerCrashed(msg), []))
+            call._finish(exc=with_spans(RunnerCrashed(msg), []))
         self.pending.clear()
         if not self.closing:
             log.error("plugin runner (packages %s, pid %d) %s", self.group.names, self.pid, _exit_text(code))
@@ -449,6 +292,14 @@ class _Proc:
         return "\n--- runner stderr (last lines) ---\n" + self.tail.decode("utf-8", "replace").rstrip()
 
     # ---- control -------------------------------------------------------------------------
+
+    def idle(self) -> None:
+        """No call in flight: a retired runner may go now; a serving one may have outgrown its memory."""
+        if self.drained is not None:
+            if not self.drained.done():
+                self.drained.set_result(None)
+        elif self.growth is not None and self.ready and self.growth.outgrown(self.loop.time(), self._ids):
+            self.group.recycle(self)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -524,13 +375,16 @@ class _Group:
         self.restarts: deque[float] = deque()  # loop times of restarts within the window
         self.crashes: deque[float] = deque()  # loop times of crashes within the window (for messages)
         self.node_types: set[str] = set()
+        self.recycled_at = float("-inf")  # loop time of the last replacement for memory
+        self.retiring: set[_Proc] = set()
+        self.retire_tasks: set[asyncio.Task[None]] = set()
 
     def lost(self, proc: _Proc, was_ready: bool) -> None:
         """``proc`` died: respawn it now, if the budget allows and we are not closing. A runner
         that dies before its Hello is the start path's business (it raises RunnerStartError)."""
         if self.proc is proc:
             self.proc = None
-        if proc.closing or self.pool.closing or not was_ready:
+        if proc.closing or proc.retired or self.pool.closing or not was_ready:
             return
         self.crashes.append(asyncio.get_running_loop().time())
         if self.starting is not None:
@@ -539,6 +393,42 @@ class _Group:
             self.starting = self._start_task(log_failure=True)
         else:
             log.error("%s", self._blocked_message())
+
+    def recycle(self, old: _Proc) -> None:
+        """``old`` outgrew its memory (runner_memory.py): start a fresh runner; once it is ready new
+        calls go there, and ``old`` exits when its calls are done. At most once per
+        ``recycle_interval_s``, and never while another start is under way."""
+        loop = asyncio.get_running_loop()
+        if self.starting is not None or self.pool.closing or loop.time() - self.recycled_at < self.pool.recycle_interval_s:
+            return
+        self.recycled_at = loop.time()
+        growth = old.growth
+        assert growth is not None
+        log.info("plugin runner (packages %s, pid %d) grew from %.0f to %.0f MB; starting a fresh one to take over",
+                 self.names, old.pid, growth.baseline_mb or 0.0, growth.last_mb or 0.0)
+        self.starting = self._start_task(log_failure=True)
+        task = loop.create_task(self._retire(old, self.starting))
+        self.retire_tasks.add(task)
+        task.add_done_callback(self.retire_tasks.discard)
+
+    async def _retire(self, old: _Proc, starting: asyncio.Task[_Proc]) -> None:
+        try:
+            new = await asyncio.shield(starting)
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001 - the start task logged why
+            return  # no replacement (it could not start, or the pool is closing): ``old`` serves on
+        old.retired = True
+        old.ready = False
+        self.retiring.add(old)
+        try:
+            if old.pending:
+                log.info("plugin runner (packages %s) pid %d took over from pid %d, which exits after its %d "
+                         "call(s) in flight", self.names, new.pid, old.pid, len(old.pending))
+                old.drained = old.loop.create_future()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(old.drained), RETIRE_DRAIN_S)
+            await old.shutdown()
+        finally:
+            self.retiring.discard(old)
 
     def _blocked_message(self) -> str:
         window = self.pool.restart_window_s
@@ -647,9 +537,16 @@ class _Group:
 
 class RunnerPool:
     def __init__(self, manifests: list[Manifest], *, manifest_dirs: list[Path] | None = None,
-                 restart_budget: int = 5, restart_window_s: float = 60.0) -> None:
+                 restart_budget: int = 5, restart_window_s: float = 60.0, recycle_mb: float = 0.0,
+                 recycle_settle_calls: int = RECYCLE_SETTLE_CALLS, recycle_check_s: float = RECYCLE_CHECK_S,
+                 recycle_interval_s: float = RECYCLE_INTERVAL_S) -> None:
         self.restart_budget = restart_budget
         self.restart_window_s = restart_window_s
+        # Replace a runner whose memory grew by more than recycle_mb over its settled size (0: never).
+        self.recycle_mb = recycle_mb
+        self.recycle_settle_calls = recycle_settle_calls
+        self.recycle_check_s = recycle_check_s
+        self.recycle_interval_s = recycle_interval_s
         self.closing = False
         self.started = False
         if manifest_dirs is None:
@@ -688,7 +585,10 @@ class RunnerPool:
                 g.starting.cancel()
                 with contextlib.suppress(BaseException):
                     await g.starting
-        procs = [g.proc for g in self._groups if g.proc is not None]
+        for g in self._groups:
+            for t in list(g.retire_tasks):
+                t.cancel()
+        procs = {p for g in self._groups for p in (g.proc, *g.retiring) if p is not None}
         await asyncio.gather(*(p.shutdown() for p in procs))
 
     def node_types(self) -> set[str]:
@@ -704,7 +604,7 @@ class RunnerPool:
         inv = Invoke(0, node_type, node_id, config, inputs, request, stream, timeout_s)
         call = Call(group, inv)
         if group is None:
-            call._finish(exc=_with_spans(NodeError(f"node '{node_id}': no plugin provides node type '{node_type}'"),
+            call._finish(exc=with_spans(NodeError(f"node '{node_id}': no plugin provides node type '{node_type}'"),
                                          []))
             return call
         proc = group.proc

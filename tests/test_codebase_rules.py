@@ -13,7 +13,7 @@ PACKAGES = ("host", "plugin_runner", "plugin_sdk", "plugins")
 FLOORS = [
     ("plugin_sdk",),
     ("plugin_runner", "plugins", "host.protocols", "host.store", "host.tracing", "host.redact", "host.config"),
-    ("host.runners",),
+    ("host.runners", "host.runner_call", "host.runner_memory"),
     ("host.engine",),
     ("host.api",),
     ("host.app", "host.serving"),

@@ -87,6 +87,17 @@ async def log(ctx: NodeContext) -> dict[str, Any]:
     return {}
 
 
+# What fx.hold keeps alive for the life of the runner (a leak, for the memory tests).
+_held: list[bytes] = []
+
+
+async def hold(ctx: NodeContext) -> dict[str, Any]:
+    """Keep ``mb`` more MB alive, then answer after ``delay`` seconds, saying which process it is."""
+    _held.append(b"\x01" * int(float(ctx.inputs.get("mb", 0)) * 2**20))  # written, so resident
+    await asyncio.sleep(float(ctx.inputs.get("delay", 0)))
+    return {"pid": os.getpid(), "held_mb": sum(len(b) for b in _held) / 2**20}
+
+
 async def close() -> None:
     marker = os.environ.get("FX_CLOSE_MARKER")
     if marker:
@@ -107,3 +118,4 @@ def register_node_types(register: Register) -> None:
     register("fx.exit", exit_now)
     register("fx.delay_echo", delay_echo)
     register("fx.log", log)
+    register("fx.hold", hold)
