@@ -90,8 +90,7 @@ async def test_a_replacement_is_not_a_crash_and_the_pool_closes_cleanly_during_o
 
 def test_flowbase_serve_refuses_a_recycle_limit_that_is_not_a_number_of_mb() -> None:
     env = {**os.environ, "FLOWBASE_RUNNER_RECYCLE_MB": "lots"}
-    out = subprocess.run([sys.executable, "-m", "host.cli", "serve", "--port", "1"], env=env, capture_output=True,
-                         check=False,
-                         text=True, timeout=SWAP_TIMEOUT_S)
+    out = subprocess.run([sys.executable, "-m", "host.cli", "serve", "--port", "1"], env=env, check=False,
+                         capture_output=True, text=True, timeout=SWAP_TIMEOUT_S)
     assert out.returncode == 2
     assert "FLOWBASE_RUNNER_RECYCLE_MB must be a number of MB, 0 or more (0 turns it off); got 'lots'" in out.stderr
