@@ -84,7 +84,7 @@ def create_app(settings: Settings) -> Gateway:
             v1 = V1(registry, engine, settings.api_keys, History(store, recorder if settings.tracing else None))
             gateway.v1 = v1
             app.router.routes[0:0] = v1.routes()
-            app.include_router(admin_router(store, recorder))
+            app.include_router(admin_router(store, recorder, pool.status))
             app.add_api_route("/api/published", _published(registry), methods=["GET"], include_in_schema=True)
             _mount_web(app)
             app.state.registry, app.state.pool, app.state.store, app.state.recorder = registry, pool, store, recorder

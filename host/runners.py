@@ -53,7 +53,7 @@ from typing import Any
 import msgspec
 
 from host.runner_call import Call, failure_error, with_spans
-from host.runner_memory import Growth
+from host.runner_memory import Growth, resident_mb
 from plugin_runner import heap
 from plugin_runner.framing import MAX_FRAME, FrameError, FrameWriter
 from plugin_runner.manifest import Manifest
@@ -376,6 +376,7 @@ class _Group:
         self.crashes: deque[float] = deque()  # loop times of crashes within the window (for messages)
         self.node_types: set[str] = set()
         self.recycled_at = float("-inf")  # loop time of the last replacement for memory
+        self.replaced = 0  # runners replaced for memory so far
         self.retiring: set[_Proc] = set()
         self.retire_tasks: set[asyncio.Task[None]] = set()
 
@@ -418,6 +419,7 @@ class _Group:
             return  # no replacement (it could not start, or the pool is closing): ``old`` serves on
         old.retired = True
         old.ready = False
+        self.replaced += 1
         self.retiring.add(old)
         try:
             if old.pending:
@@ -593,6 +595,21 @@ class RunnerPool:
 
     def node_types(self) -> set[str]:
         return {n for g in self._groups for n in g.node_types}
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per runner group (for /api/health): its packages, its live process with resident and settled
+        memory (MB; settled: see runner_memory.py), how many runners were replaced for memory, and the
+        pids of replaced ones still finishing their calls."""
+        out = []
+        for g in self._groups:
+            p = g.proc if g.proc is not None and g.proc.alive else None
+            rss = resident_mb(p.pid) if p is not None else None
+            settled = p.growth.baseline_mb if p is not None and p.growth is not None else None
+            out.append({"group": g.key, "packages": [m.id for m in g.manifests], "pid": p.pid if p else None,
+                        "rss_mb": None if rss is None else round(rss, 1),
+                        "settled_mb": None if settled is None else round(settled, 1),
+                        "replaced": g.replaced, "retiring": sorted(r.pid for r in g.retiring)})
+        return out
 
     def processes(self) -> dict[str, int]:
         """Runner group → pid of its live process."""

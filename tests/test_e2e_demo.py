@@ -37,6 +37,15 @@ def test_the_demo_answers_a_plain_http_request_and_records_every_node(demo: Flow
     assert run["usage"]["input_tokens"] > 0 and run["cost_usd"] == 0
 
 
+def test_health_lists_the_plugin_runner_with_its_process_and_memory(demo: Flowbase) -> None:
+    body = demo.get("/api/health").json()
+    assert body["status"] == "ok"
+    [runner] = body["runners"]
+    assert runner["group"] == "shared" and "openai_compat" in runner["packages"]
+    assert isinstance(runner["pid"], int) and runner["rss_mb"] > 10
+    assert runner["replaced"] == 0 and runner["retiring"] == []
+
+
 def test_the_demo_streams_to_the_openai_sdk(demo: Flowbase) -> None:
     client = openai.OpenAI(base_url=demo.url + "/v1", api_key="none", max_retries=0)
     stream = client.chat.completions.create(model="flowbase-demo", stream=True,

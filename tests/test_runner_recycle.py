@@ -60,6 +60,9 @@ async def test_a_runner_that_grew_past_the_limit_is_replaced_and_its_call_in_fli
         assert await pid_of(pool) == new
         fresh = resident_mb(new)
         assert grown is not None and fresh is not None and fresh < grown - 40
+        status = next(s for s in pool.status() if s["group"] == "shared")
+        assert (status["group"], status["pid"], status["replaced"], status["retiring"]) == ("shared", new, 1, [])
+        assert status["rss_mb"] is not None and status["rss_mb"] < grown - 40
 
 
 async def test_a_runner_that_grew_less_than_the_limit_keeps_serving() -> None:
@@ -68,6 +71,9 @@ async def test_a_runner_that_grew_less_than_the_limit_keeps_serving() -> None:
         await pid_of(pool, mb=30)
         await asyncio.sleep(0.5)
         assert await pid_of(pool) == old and pool.processes()["shared"] == old
+        status = next(s for s in pool.status() if s["group"] == "shared")
+        assert status["replaced"] == 0 and status["settled_mb"] is not None
+        assert status["rss_mb"] is not None and status["rss_mb"] >= status["settled_mb"] + 25  # the 30 MB it holds
 
 
 async def test_with_recycling_off_a_runner_keeps_serving_however_much_it_grew() -> None:

@@ -147,6 +147,7 @@ async def test_health_reports_the_store_and_the_recorder_counters(api: Api) -> N
     assert body["status"] == "ok" and body["store"]["ok"] is True
     assert body["store"]["dialect"] in ("sqlite", "postgresql")
     assert body["recorder"] == {"running": True, "queued": 0, "written": 1, "dropped": 0, "failed": 0}
+    assert body["runners"] == []  # this app has no plugin runners
 
 
 async def test_health_is_503_when_the_store_does_not_answer(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:

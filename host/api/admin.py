@@ -16,7 +16,9 @@ Contract (all JSON, encoded with msgspec; errors are ``{"error": {"message", "ty
   ``workflow_not_found`` / ``version_not_found``.
 - ``GET /api/stats?since`` (ISO-8601 or Unix seconds) → totals and per model / per workflow.
 - ``GET /api/health`` → ``{status, store: {ok, dialect, error}, recorder: {running, queued,
-  written, dropped, failed}}``; 503 when the store does not answer.
+  written, dropped, failed}, runners: [{group, packages, pid, rss_mb, settled_mb, replaced,
+  retiring}]}``; 503 when the store does not answer. ``runners`` (``RunnerPool.status``): each
+  plugin runner's process and memory, and how many were replaced because their memory grew.
 Bad query parameters → 400 ``invalid_request_error``. Reads of runs first wait (briefly) for the
 recorder to flush, so a run that just finished is visible.
 """
@@ -126,7 +128,8 @@ def _handled(fn: Handler) -> Handler:
     return wrapper
 
 
-def admin_router(store: Store, recorder: Recorder) -> APIRouter:
+def admin_router(store: Store, recorder: Recorder,
+                 runners: Callable[[], list[dict[str, Any]]] | None = None) -> APIRouter:
     router = APIRouter(prefix="/api")
 
     async def one(what: str, ident: str, fetch: Callable[[str], Awaitable[Any]], *, recorded: bool) -> Response:
@@ -230,7 +233,8 @@ def admin_router(store: Store, recorder: Recorder) -> APIRouter:
             error = type(exc).__name__
         body = {"status": "ok" if error is None and recorder.running else "degraded",
                 "store": {"ok": error is None, "dialect": store.dialect, "error": error},
-                "recorder": {"running": recorder.running, **recorder.counters()}}
+                "recorder": {"running": recorder.running, **recorder.counters()},
+                "runners": runners() if runners is not None else []}
         return json_response(body, 200 if error is None else 503)
 
     return router
