@@ -13,9 +13,8 @@ import contextlib
 from collections import deque
 from typing import TYPE_CHECKING
 
-from plugin_runner.protocol import Cancel, Failure, Invoke, Result
+from plugin_runner.protocol import Cancel, Failure, Invoke, Result, WireSpan
 from plugin_sdk.errors import FlowbaseError, InvalidRequest, NodeError, NodeTimeout, NotFound, UpstreamError
-from plugin_sdk.node import SpanRecord
 from plugin_sdk.types import StreamEvent
 
 if TYPE_CHECKING:
@@ -46,7 +45,7 @@ def failure_error(f: Failure) -> FlowbaseError:
     return with_spans(exc, f.spans)
 
 
-def with_spans(exc: FlowbaseError, spans: list[SpanRecord]) -> FlowbaseError:
+def with_spans(exc: FlowbaseError, spans: list[WireSpan]) -> FlowbaseError:
     """``exc`` carrying ``spans`` (what the node recorded before it failed) for the engine's trace."""
     exc.spans = spans  # type: ignore[attr-defined]
     return exc

@@ -3,6 +3,9 @@
 host → runner:  Invoke (starts node run ``id``) · Cancel(id) · Ping(id) · Shutdown
 runner → host:  Hello (once, after loading) · Chunk(id, event)* → Result(id) | Failure(id) · Pong(id) · Log
 
+The spans a node recorded travel as ``WireSpan``: their input and output already JSON, so the host
+stores them as they are instead of decoding them here and encoding them again for the trace.
+
 Every frame that belongs to a node run carries its ``id`` (chosen by the host, unique per runner
 connection). Every Invoke ends with exactly one ``Result`` or ``Failure`` (a cancelled one with a
 Failure whose source is "cancelled"); after it the runner sends nothing more for that id.
@@ -10,13 +13,13 @@ Failure whose source is "cancelled"); after it the runner sends nothing more for
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from plugin_sdk.errors import ErrorKind
-from plugin_sdk.node import SpanRecord
-from plugin_sdk.types import Request, Response, StreamEvent
+from plugin_sdk.node import SpanKind, SpanRecord
+from plugin_sdk.types import Request, Response, StreamEvent, Usage
 
 
 class Invoke(msgspec.Struct, tag="invoke", array_like=True):
@@ -58,11 +61,53 @@ class Chunk(msgspec.Struct, tag="chunk", array_like=True):
     event: StreamEvent
 
 
+class WireSpan(msgspec.Struct, omit_defaults=True, array_like=True):
+    """A ``SpanRecord`` on its way to the host: ``input`` and ``output`` are JSON text (None: none).
+    A node's model call carries the whole upstream request and answer, a conversation of thousands
+    of values for an agent: decoding them into objects on the host's event loop only to encode them
+    into the trace again cost the host more than everything else it does for a large request."""
+
+    kind: SpanKind
+    name: str
+    started_at: float
+    ended_at: float
+    status: Literal["ok", "error"] = "ok"
+    input: bytes | None = None
+    output: bytes | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    provider: str | None = None
+    error: str | None = None
+
+
+def _fallback(obj: Any) -> Any:
+    return str(obj)
+
+
+# As the host's trace encoder: anything JSON cannot carry is recorded as its ``str`` (a trace must not
+# fail a node because it recorded an odd object).
+_json = msgspec.json.Encoder(enc_hook=_fallback).encode
+
+
+def _payload(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        return _json(value)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # e.g. an int beyond 64 bits, a cycle
+        return _json(f"<cannot be recorded as JSON: {type(exc).__name__}: {exc}>")
+
+
+def wire_spans(spans: list[SpanRecord]) -> list[WireSpan]:
+    return [WireSpan(s.kind, s.name, s.started_at, s.ended_at, s.status, _payload(s.input), _payload(s.output),
+                     s.usage, s.model, s.provider, s.error) for s in spans]
+
+
 class Result(msgspec.Struct, tag="result", array_like=True):
     id: int
     output: dict[str, Any]
     response: Response | None
-    spans: list[SpanRecord]
+    spans: list[WireSpan]
 
 
 class Failure(msgspec.Struct, tag="failure", array_like=True):
@@ -74,7 +119,7 @@ class Failure(msgspec.Struct, tag="failure", array_like=True):
     # "node" for errors in the node itself, "timeout" when the runner cancelled it at its deadline,
     # "cancelled" when the host sent Cancel for it.
     source: str
-    spans: list[SpanRecord] = []
+    spans: list[WireSpan] = []
     retry_after: str | None = None
     # FlowbaseError.code / .param (e.g. an upstream's "context_length_exceeded"), kept for the client.
     code: str | None = None

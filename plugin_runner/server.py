@@ -5,7 +5,7 @@
   (``asyncio.timeout(timeout_s)``; ``timeout_s <= 0`` means none), the output (a ``Response``
   becomes ``response_output(resp)`` and rides along as ``Result.response``) checked against the
   output schema. Events the node emits go out as ``Chunk`` frames as they come.
-- Every Invoke ends with exactly one ``Result`` or ``Failure``, both carrying ``ctx.spans``:
+- Every Invoke ends with exactly one ``Result`` or ``Failure``, both carrying ``ctx.spans`` (as ``WireSpan``):
     deadline passed        → Failure(kind "timeout", 504, source "timeout")
     host sent ``Cancel``   → Failure(kind "api_error", 500, source "cancelled") (the host ignores it)
     ``UpstreamError``      → its kind/status/message/retry_after/code, source "upstream"
@@ -48,6 +48,7 @@ from plugin_runner.protocol import (
     Pong,
     Result,
     Shutdown,
+    wire_spans,
 )
 from plugin_sdk.errors import FlowbaseError, NodeError, UpstreamError
 from plugin_sdk.node import Emit, NodeContext
@@ -109,19 +110,14 @@ class Server:
             await self.fw.drain()
 
     def _finish(self, frame: Result | Failure) -> None:
-        """Send the terminal frame; an output that cannot be encoded becomes a Failure."""
+        """Send the terminal frame; an output that cannot be encoded becomes a Failure (its spans, JSON
+        text already, always can be)."""
         try:
             self.send(frame)
-            return
         except (TypeError, ValueError, OverflowError) as exc:
             what = "output" if isinstance(frame, Result) else "error report"
-            fail = Failure(frame.id, "api_error", 500, f"node {what} cannot be sent to the host: {exc}", "node",
-                           frame.spans)
-        try:
-            self.send(fail)
-        except (TypeError, ValueError, OverflowError):
-            # A span holds something msgpack cannot carry; the error itself still gets through.
-            self.send(msgspec.structs.replace(fail, spans=[]))
+            self.send(Failure(frame.id, "api_error", 500, f"node {what} cannot be sent to the host: {exc}", "node",
+                              frame.spans))
 
     # ---- one invocation ----------------------------------------------------------------
 
@@ -145,28 +141,29 @@ class Server:
             async with deadline:
                 out = await nt.run(ctx)
             output, resp = node_output(out, nt.schemas, node_id=inv.node_id, node_type=inv.node_type)
-            frame = Result(inv.id, output, resp, ctx.spans)
+            frame = Result(inv.id, output, resp, [])
         except asyncio.CancelledError:
             # Ours to swallow: the only consumer of this task is the frame below.
             frame = Failure(inv.id, "api_error", 500, f"node '{inv.node_id}' ({inv.node_type}) was cancelled",
-                            "cancelled", ctx.spans)
+                            "cancelled")
         except UpstreamError as exc:
-            frame = Failure(inv.id, exc.kind, exc.status, exc.message, "upstream", ctx.spans,
+            frame = Failure(inv.id, exc.kind, exc.status, exc.message, "upstream",
                             retry_after=exc.retry_after, code=exc.code, param=exc.param)
         except FlowbaseError as exc:
-            frame = Failure(inv.id, exc.kind, exc.status, exc.message, "node", ctx.spans, code=exc.code,
+            frame = Failure(inv.id, exc.kind, exc.status, exc.message, "node", code=exc.code,
                             param=exc.param)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - any plugin failure becomes a Failure frame
             if isinstance(exc, TimeoutError) and deadline.expired():
                 frame = Failure(inv.id, "timeout", 504, f"node '{inv.node_id}' exceeded its {inv.timeout_s:g} s "
-                                "deadline and was cancelled", "timeout", ctx.spans)
+                                "deadline and was cancelled", "timeout")
             else:
                 print(f"flowbase runner: node '{inv.node_id}' ({inv.node_type}) failed:", file=sys.stderr)
                 traceback.print_exception(exc, file=sys.stderr)
                 frame = Failure(inv.id, "api_error", 500, f"node '{inv.node_id}' ({inv.node_type}) failed: "
-                                f"{type(exc).__name__}: {exc}", "node", ctx.spans)
+                                f"{type(exc).__name__}: {exc}", "node")
         finally:
             self.tasks.pop(inv.id, None)
+        frame.spans = wire_spans(ctx.spans)
         self._finish(frame)
         await self._flow()
 

@@ -10,7 +10,7 @@ import random
 import pytest
 from support_store import T0
 
-from host.tracing.recorder import _price_any, _price_preorder, price_run
+from host.tracing.recorder import _is_chain, _price_any, _price_preorder, price_run
 from host.tracing.records import RunRow, SpanRow
 from plugin_sdk.types import Usage
 
@@ -62,6 +62,29 @@ def test_the_fast_path_prices_spans_in_recording_order_exactly_as_the_tree_walk(
         _price_preorder(fast, ids)
         _price_any(walk, ids)
         assert costs(fast) == costs(walk)  # exactly: same spans billed, same sums in the same order
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_chain_of_spans_is_priced_exactly_as_the_tree_walk_prices_it(seed: int) -> None:
+    rng = random.Random(500 + seed)
+    for _ in range(25):
+        run = random_run(rng, rng.randint(1, 8))
+        for i, span in enumerate(run.spans):  # each span the child of the one before it
+            span.parent_id = run.spans[i - 1].id if i else None
+        assert _is_chain(run.spans)
+        fast, walk = copy.deepcopy(run), copy.deepcopy(run)
+        ids = {s.id for s in run.spans}
+        _price_preorder(fast, ids)
+        _price_any(walk, ids)
+        assert costs(fast) == costs(walk)
+
+
+def test_a_tree_with_a_fork_is_not_taken_for_a_chain() -> None:
+    spans = [SpanRow(id=i, parent_id=p, kind="node", name=i, status="ok", started_at=T0)
+             for i, p in (("a", None), ("b", "a"), ("c", "a"))]
+    assert not _is_chain(spans)
+    assert not _is_chain([spans[0], SpanRow(id="a", parent_id="a", kind="node", name="a", status="ok",
+                                            started_at=T0)])
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -50,6 +51,17 @@ async def test_streamed_events_arrive_in_order_and_then_the_result_with_its_span
     assert res.output["text"] == "abc"
     assert res.output["usage"] == {"input_tokens": 3, "output_tokens": 3}
     assert [(s.kind, s.name) for s in res.spans] == [("model_call", "fx-model")]
+
+
+async def test_span_input_and_output_cross_to_the_host_as_json_text(pool: RunnerPool) -> None:
+    res = await invoke(pool, "fx.odd_span").result()
+    assert res.output == {"text": "recorded"}
+    [span] = res.spans
+    assert (span.kind, span.name) == ("tool_call", "fx-odd")
+    # Nothing JSON cannot hold fails the node: an object becomes its str, and a value JSON cannot
+    # encode at all turns the payload into a note saying why.
+    assert span.output is not None and json.loads(span.output) == {"thing": "an opaque object", "n": 3}
+    assert span.input is not None and json.loads(span.input).startswith("<cannot be recorded as JSON: ")
 
 
 async def test_a_non_streaming_call_gets_no_events_but_the_whole_response(pool: RunnerPool) -> None:

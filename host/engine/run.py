@@ -25,9 +25,8 @@ from host.engine.workflow import Node, Workflow
 from host.redact import REDACTOR
 from host.runners import RunnerPool
 from host.tracing.records import PendingRun, RunRow, SpanRow, Status
-from plugin_runner.protocol import Result
+from plugin_runner.protocol import Result, WireSpan
 from plugin_sdk.errors import FlowbaseError, NodeError
-from plugin_sdk.node import SpanRecord
 from plugin_sdk.types import (
     Request,
     Response,
@@ -326,12 +325,15 @@ class Execution:
         self.spans.append(span)
         self._children(span.id, node, getattr(exc, "spans", None) or [])
 
-    def _children(self, parent: str, node: Node, records: list[SpanRecord]) -> None:
+    def _children(self, parent: str, node: Node, records: list[WireSpan]) -> None:
         for r in records:
             if r.usage is not None and r.kind == "model_call":
                 self.usage.add(r.usage)
+            # Input and output arrive as JSON text and go into the trace as they are (see WireSpan).
+            inp, out = r.input, r.output
             self.spans.append(self._span(
-                r.kind, r.name, r.status, r.started_at, r.ended_at, parent=parent, input=r.input, output=r.output,
+                r.kind, r.name, r.status, r.started_at, r.ended_at, parent=parent,
+                input=None if inp is None else msgspec.Raw(inp), output=None if out is None else msgspec.Raw(out),
                 usage=r.usage, model=r.model, provider=r.provider,
                 error=REDACTOR.redact(r.error) if r.error else None, price=node.price))
 

@@ -135,10 +135,14 @@ def _price_preorder(run: RunRow, ids: set[str] | None) -> None:
     list backwards settles every span after its children, in the same order ``_price_any`` does (so
     the same floating-point sums): this is the common case, at a fraction of the cost. ``ids`` None:
     every parent named is one of the spans (the engine's runs)."""
+    spans = run.spans
+    if _is_chain(spans):
+        _price_chain(run)
+        return
     billed: list[float] = []  # known costs of the billed spans, in the order they settle
     # span id -> costs of its children that have a billed span at or below them, last child first
     below: dict[str, list[float | None]] = {}
-    for span in reversed(run.spans):
+    for span in reversed(spans):
         sid = span.id
         kids = below.pop(sid, None)
         cost = span.cost_usd
@@ -156,6 +160,44 @@ def _price_preorder(run: RunRow, ids: set[str] | None) -> None:
             below.setdefault(parent, []).append(cost)
     if run.cost_usd is None:
         run.cost_usd = _total(billed)
+
+
+def _is_chain(spans: list[SpanRow]) -> bool:
+    """Whether each span is the child of the one before it (a one-node run: workflow, node, its call)."""
+    prev = None
+    for s in spans:
+        if s.parent_id != prev or s.id == prev:
+            return False
+        prev = s.id
+    return True
+
+
+def _price_chain(run: RunRow) -> None:
+    """``_price_preorder`` for a chain (``_is_chain``): the deepest span with usage is the billed one,
+    each span above it costs what the span below it costs (unless it has its own cost already), and
+    the spans below it are not priced. The most common run, priced without the general walk's dicts
+    and lists."""
+    spans = run.spans
+    i = len(spans)
+    usage = None
+    while usage is None:
+        i -= 1
+        if i < 0:
+            return
+        usage = spans[i].usage
+    span = spans[i]
+    cost = span.cost_usd
+    if cost is None:
+        cost = span.cost_usd = cost_usd(span.model, usage, span.price)
+    if run.cost_usd is None:
+        run.cost_usd = cost
+    while i:
+        i -= 1
+        span = spans[i]
+        if span.cost_usd is None:
+            span.cost_usd = cost
+        else:
+            cost = span.cost_usd
 
 
 def _price_any(run: RunRow, ids: set[str]) -> None:

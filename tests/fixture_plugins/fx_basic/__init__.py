@@ -98,6 +98,21 @@ async def hold(ctx: NodeContext) -> dict[str, Any]:
     return {"pid": os.getpid(), "held_mb": sum(len(b) for b in _held) / 2**20}
 
 
+class _Opaque:
+    def __str__(self) -> str:
+        return "an opaque object"
+
+
+async def odd_span(ctx: NodeContext) -> dict[str, Any]:
+    """Records a span whose input JSON cannot hold (a list that contains itself) and whose output holds
+    an object of its own."""
+    cycle: list[Any] = [1]
+    cycle.append(cycle)
+    ctx.record("tool_call", "fx-odd", started_at=time.time(), input={"cycle": cycle},
+               output={"thing": _Opaque(), "n": 3})
+    return {"text": "recorded"}
+
+
 async def close() -> None:
     marker = os.environ.get("FX_CLOSE_MARKER")
     if marker:
@@ -119,3 +134,4 @@ def register_node_types(register: Register) -> None:
     register("fx.delay_echo", delay_echo)
     register("fx.log", log)
     register("fx.hold", hold)
+    register("fx.odd_span", odd_span)
