@@ -5,6 +5,8 @@ idempotency and all-or-nothing hold across statement boundaries."""
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from support_store import T0, make_run
 
 from host.store.base import iso, json_dumps
 from host.store.db import Store, sqlite_url
-from host.store.runs import ROWS_PER_STATEMENT, USAGE_KEYS, WRITE_CHUNK_RUNS
+from host.store.runs import ROWS_PER_STATEMENT, TRACE_WRITER_NICE, USAGE_KEYS, WRITE_CHUNK_RUNS
 from host.store.schema import run_spans
 from host.store.schema import runs as runs_table
 from host.tracing.records import RunRow, SpanRow
@@ -174,6 +176,18 @@ async def test_runs_written_before_close_are_there_when_the_file_is_opened_again
         assert await again.get_run("run-00020") == expected(ragged_run(20))
     finally:
         await again.close()
+
+
+async def test_the_sqlite_trace_writer_runs_at_a_lower_priority_than_the_requests_thread(tmp_path: Path) -> None:
+    store = await Store.open(sqlite_url(tmp_path))
+    try:
+        await store.write_runs([ragged_run(1)])
+        writers = [t.native_id for t in threading.enumerate() if t.name.startswith("flowbase-trace-sqlite")]
+        ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        assert writers and all(tid is not None and os.getpriority(os.PRIO_PROCESS, tid) == min(
+            ours + TRACE_WRITER_NICE, 19) > ours for tid in writers)
+    finally:
+        await store.close()
 
 
 async def test_spans_sharing_one_usage_object_each_store_their_own_usage(store: Store) -> None:
