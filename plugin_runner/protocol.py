@@ -84,18 +84,19 @@ def _fallback(obj: Any) -> Any:
     return str(obj)
 
 
-# As the host's trace encoder: anything JSON cannot carry is recorded as its ``str`` (a trace must not
-# fail a node because it recorded an odd object).
-_json = msgspec.json.Encoder(enc_hook=_fallback).encode
+# The one JSON encoder of traces, on both sides of the socket (host/tracing/records.py uses it too):
+# anything JSON cannot carry is recorded as its ``str``, so a trace never fails for an odd object a node
+# put in it. The bound method itself, for hot loops that encode many values (no wrapper call per value).
+json_encode = msgspec.json.Encoder(enc_hook=_fallback).encode
 
 
 def _payload(value: Any) -> bytes | None:
     if value is None:
         return None
     try:
-        return _json(value)
+        return json_encode(value)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # e.g. an int beyond 64 bits, a cycle
-        return _json(f"<cannot be recorded as JSON: {type(exc).__name__}: {exc}>")
+        return json_encode(f"<cannot be recorded as JSON: {type(exc).__name__}: {exc}>")
 
 
 def wire_spans(spans: list[SpanRecord]) -> list[WireSpan]:

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from host.tracing.records import json_encode
+from plugin_runner.protocol import json_encode
 
 
 class StoreError(Exception):

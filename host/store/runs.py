@@ -53,7 +53,8 @@ from sqlalchemy.sql.expression import ColumnElement, Insert
 from host.store.base import StoreBase, StoreError, UnknownCursor, iso, millis
 from host.store.schema import run_spans as S
 from host.store.schema import runs as R
-from host.tracing.records import RunRow, json_encode, unique_spans
+from host.tracing.records import RunRow, unique_spans
+from plugin_runner.protocol import json_encode
 
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 # Bound on bound parameters per IN (...) query: far below SQLite's and asyncpg's limits.

@@ -36,7 +36,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from host.tracing.pricing import cost_usd
-from host.tracing.records import PendingRun, RunRow, SpanRow, json_encode, unique_spans
+from host.tracing.records import PendingRun, RunRow, SpanRow, unique_spans
+from plugin_runner.protocol import json_encode
 
 log = logging.getLogger("flowbase.tracing")
 

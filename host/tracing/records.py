@@ -1,9 +1,6 @@
 """What a finished run leaves behind: the run row and its spans, as the engine hands them to the
-recorder and the store writes and reads them. Times are Unix seconds (float).
-
-``json_encode`` is the one JSON encoder of traces and the store (anything msgspec cannot encode is
-stored as its ``str``: a trace must never fail to store because a node put an odd object in its
-output).
+recorder and the store writes and reads them. Times are Unix seconds (float). Traces and the store
+encode JSON with ``plugin_runner.protocol.json_encode``, as the plugin runner encodes spans' payloads.
 """
 
 from __future__ import annotations
@@ -14,14 +11,6 @@ from typing import Any, Literal
 import msgspec
 
 from plugin_sdk.types import Usage
-
-
-def _fallback(obj: Any) -> Any:
-    return str(obj)
-
-
-# The bound method itself, for hot loops that encode many values (no wrapper call per value).
-json_encode = msgspec.json.Encoder(enc_hook=_fallback).encode
 
 SpanKind = Literal["workflow", "node", "model_call", "tool_call"]
 Status = Literal["ok", "error", "skipped", "cancelled"]
