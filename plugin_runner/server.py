@@ -110,14 +110,20 @@ class Server:
             await self.fw.drain()
 
     def _finish(self, frame: Result | Failure) -> None:
-        """Send the terminal frame; an output that cannot be encoded becomes a Failure (its spans, JSON
-        text already, always can be)."""
+        """Send the terminal frame; an output that cannot be encoded becomes a Failure."""
         try:
             self.send(frame)
+            return
         except (TypeError, ValueError, OverflowError) as exc:
             what = "output" if isinstance(frame, Result) else "error report"
-            self.send(Failure(frame.id, "api_error", 500, f"node {what} cannot be sent to the host: {exc}", "node",
-                              frame.spans))
+            fail = Failure(frame.id, "api_error", 500, f"node {what} cannot be sent to the host: {exc}", "node",
+                           frame.spans)
+        try:
+            self.send(fail)
+        except (TypeError, ValueError, OverflowError):
+            # A span's fields outside its JSON payloads (its usage, say) hold something msgpack cannot
+            # carry; the error itself still gets through.
+            self.send(msgspec.structs.replace(fail, spans=[]))
 
     # ---- one invocation ----------------------------------------------------------------
 

@@ -64,6 +64,13 @@ async def test_span_input_and_output_cross_to_the_host_as_json_text(pool: Runner
     assert span.input is not None and json.loads(span.input).startswith("<cannot be recorded as JSON: ")
 
 
+async def test_a_span_that_cannot_be_sent_fails_its_call_at_once_without_the_spans(pool: RunnerPool) -> None:
+    with pytest.raises(NodeError, match="node output cannot be sent to the host") as info:
+        await invoke(pool, "fx.bad_span_usage", timeout_s=30).result()
+    assert info.value.spans == []  # type: ignore[attr-defined]
+    assert (await invoke(pool, "fx.echo", inputs={"text": "still up"}).result()).output["text"] == "still up"
+
+
 async def test_a_non_streaming_call_gets_no_events_but_the_whole_response(pool: RunnerPool) -> None:
     call = invoke(pool, "fx.stream", stream=False)
     res = await call.result()

@@ -113,6 +113,12 @@ async def odd_span(ctx: NodeContext) -> dict[str, Any]:
     return {"text": "recorded"}
 
 
+async def bad_span_usage(ctx: NodeContext) -> dict[str, Any]:
+    """Records a span whose usage is not a ``Usage`` (nor anything msgpack can carry)."""
+    ctx.record("model_call", "fx-bad-usage", started_at=time.time(), usage=_Opaque())  # type: ignore[arg-type]
+    return {"text": "recorded"}
+
+
 async def close() -> None:
     marker = os.environ.get("FX_CLOSE_MARKER")
     if marker:
@@ -135,3 +141,4 @@ def register_node_types(register: Register) -> None:
     register("fx.log", log)
     register("fx.hold", hold)
     register("fx.odd_span", odd_span)
+    register("fx.bad_span_usage", bad_span_usage)
