@@ -218,10 +218,13 @@ async def test_a_store_closed_twice_or_written_after_close_keeps_working(tmp_pat
         await again.close()
 
 
-async def test_batches_of_every_size_up_to_two_statements_and_one_store_every_run(store: Store) -> None:
+async def test_batches_of_every_remainder_shape_up_to_two_statements_store_every_run(store: Store) -> None:
     # Whatever is left after the full statements goes out in halving groups: every size must add up.
+    # Sizes 1-40 cover the small groups in every combination, the rest each larger group on its own and
+    # next to full statements.
     written = 0
-    for size in range(1, 2 * ROWS_PER_STATEMENT + 2):
+    n = ROWS_PER_STATEMENT
+    for size in (*range(1, 41), n // 2 - 1, n // 2, n // 2 + 1, n - 1, n, n + 1, n + n // 2 + 3, 2 * n, 2 * n + 1):
         rows = [ragged_run(written + i) for i in range(size)]
         await store.write_runs(rows)
         written += size
