@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -70,19 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("files", nargs="+")
     validate.set_defaults(func=_validate)
     args = parser.parse_args(argv)
-    if args.command == "serve" and argv is None:
-        _restart_with_host_allocator()
     return int(args.func(args))
-
-
-def _restart_with_host_allocator() -> None:
-    """The host runs on glibc's allocator (plugin_runner/heap.py says why), which is chosen when the
-    interpreter starts: start this same command line again with it, in this same process."""
-    from plugin_runner import heap
-
-    env = heap.host_env(dict(os.environ))
-    if env is not None:
-        os.execve(sys.executable, sys.orig_argv, env)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,6 @@ import msgspec
 
 from host.runner_call import Call, failure_error, with_spans
 from host.runner_memory import Growth, resident_mb
-from plugin_runner import heap
 from plugin_runner.framing import MAX_FRAME, FrameError, FrameWriter
 from plugin_runner.manifest import Manifest
 from plugin_runner.protocol import (
@@ -500,7 +499,7 @@ class _Group:
         for d in self.pool.manifest_dirs:
             cmd += ["--manifests", str(d)]
         cmd += ["--packages", ",".join(m.id for m in self.manifests)]
-        env = heap.runner_env(dict(os.environ))
+        env = dict(os.environ)
         # Fewer malloc arenas: less virtual memory (RLIMIT_AS counts it) and less fragmentation.
         env.setdefault("MALLOC_ARENA_MAX", "2")
         try:

@@ -10,6 +10,12 @@ system afterwards (``give_back()``).
   collection re-walked thousands of live objects, every few requests. Measured at concurrency 32
   (``gc.callbacks``): collector time from about 15 µs to under 3 µs per request. Garbage without
   cycles is freed by reference counting as before; only cyclic garbage waits longer.
+- Both processes keep CPython's own allocator for Python objects. The host ran on glibc's
+  (``PYTHONMALLOC=malloc``) from session 5 to 6 so that a burst's memory could go back to the system;
+  measured again in alternating rounds (both up, c=32), glibc's cost the host's event loop 6-12 µs
+  more CPU per request and 3-12% of throughput, more with tracing on, against 10-12 MB more kept after
+  a burst of 1,000 streams (1.07x instead of 1.02x). A user's ``PYTHONMALLOC`` applies to every process.
+  ``give_back()`` still trims what lives in malloc (buffers, anything over 512 bytes).
 """
 
 from __future__ import annotations
@@ -34,18 +40,6 @@ def settle() -> None:
     gc.set_threshold(GEN0_THRESHOLD, GEN1_THRESHOLD, GEN2_THRESHOLD)
 
 
-# The host runs with glibc's allocator for Python objects too (PYTHONMALLOC=malloc, set by
-# ``flowbase serve``): CPython's own allocator keeps a 1 MiB arena as long as one object in it lives,
-# so after a burst of a thousand concurrent streams the host kept 12-14 MB it no longer used; glibc
-# hands every wholly free page back on ``malloc_trim`` (measured: +4-5 MB after the same burst), at no
-# throughput cost measurable at concurrency 32. Plugin runners keep CPython's allocator: there glibc's
-# cost about 9% of streamed throughput and returned nothing more. ``give_back()`` trims in both once a
-# burst is over.
-MALLOC_ENV = "PYTHONMALLOC"
-MALLOC = "malloc"
-# Set next to MALLOC_ENV when flowbase (not the user) chose the host's allocator, so runners do not
-# inherit that choice; a user's own PYTHONMALLOC applies to every process.
-CHOSEN_ENV = "FLOWBASE_CHOSE_PYTHONMALLOC"
 # How often to look (one read of /proc/self/statm, microseconds), how much resident memory may grow
 # before a trim is worth it (a few MB stay for the next requests: steady load reuses them), and how
 # often to try again while memory stays that far above the least it has been (a trim that found
@@ -84,21 +78,6 @@ def resident() -> int:
 def trim() -> None:
     if _libc is not None:
         _libc.malloc_trim(0)
-
-
-def host_env(env: dict[str, str]) -> dict[str, str] | None:
-    """The environment to restart the host with to get glibc's allocator, or ``None`` if it has it or
-    the user chose one."""
-    if _libc is None or MALLOC_ENV in env:
-        return None
-    return {**env, MALLOC_ENV: MALLOC, CHOSEN_ENV: "1"}
-
-
-def runner_env(env: dict[str, str]) -> dict[str, str]:
-    """``env`` for a plugin runner: without the allocator flowbase chose for the host."""
-    if env.pop(CHOSEN_ENV, None) is not None:
-        env.pop(MALLOC_ENV, None)
-    return env
 
 
 async def give_back(interval_s: float = TRIM_INTERVAL_S, threshold: int = TRIM_GROWTH_BYTES,

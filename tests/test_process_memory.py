@@ -40,13 +40,13 @@ def _allocators(fb: Flowbase) -> tuple[str | None, list[str | None]]:
     return _environ(fb.proc.pid).get("PYTHONMALLOC"), [_environ(p).get("PYTHONMALLOC") for p in runners]
 
 
-def test_the_host_runs_on_glibc_malloc_and_its_runners_on_cpythons_allocator(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", heap.CHOSEN_ENV)}
+def test_the_host_and_its_runners_run_on_cpythons_allocator_by_default(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONMALLOC"}
     fb = Flowbase(data_dir=tmp_path / "data")
     fb.env = {**env, "FLOWBASE_LOG_LEVEL": "warning"}
     with fb:
         host, runners = _allocators(fb)
-    assert host == "malloc"
+    assert host is None
     assert runners == [None] * len(runners)
 
 
