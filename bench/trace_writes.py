@@ -35,7 +35,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from host.store.db import Store
-from host.tracing.recorder import seal
+from host.tracing.recorder import MAX_BATCH, seal
 from host.tracing.records import RunRow, SpanRow
 from plugin_sdk.types import Request, Usage, text_message
 
@@ -80,11 +80,11 @@ def make_run(i: int) -> RunRow:
     out = {"text": _ANSWER, "tool_calls": [], "stop_reason": "end_turn", "usage": {"input_tokens": 17,
                                                                                  "output_tokens": 8}}
     spans = [
-        SpanRow(id=f"{rid}.0", parent_id=None, kind="workflow", name="proxy", status="ok", started_at=t,
-                ended_at=t + 0.002, input=_REQUEST, output=out, usage=u),
-        SpanRow(id=f"{rid}.1", parent_id=f"{rid}.0", kind="node", name="answer", status="ok", started_at=t,
+        SpanRow(id=0, parent_id=None, kind="workflow", name="proxy", status="ok", started_at=t,
+                ended_at=t + 0.002, input=_REQUEST, output_of=1, usage=u),
+        SpanRow(id=1, parent_id=0, kind="node", name="answer", status="ok", started_at=t,
                 ended_at=t + 0.002, output=out, usage=u, model="small", provider="upstream"),
-        SpanRow(id=f"{rid}.2", parent_id=f"{rid}.1", kind="model_call", name="upstream/small", status="ok",
+        SpanRow(id=2, parent_id=1, kind="model_call", name="upstream/small", status="ok",
                 started_at=t, ended_at=t + 0.002,
                 input={"model": "small", "messages": [{"role": "system", "content": "You are a concise assistant."},
                                                       {"role": "user", "content": "Say hello."}],
@@ -159,7 +159,7 @@ async def measure(store: Store, n: int, batch: int, profile: bool) -> dict[str, 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=5000)
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=MAX_BATCH)
     ap.add_argument("--pg", default=DEFAULT_PG, help="asyncpg DSN of a server to create a scratch database on")
     ap.add_argument("--no-pg", action="store_true")
     ap.add_argument("--profile", action="store_true", help="print a cProfile of the write loop")

@@ -3,7 +3,9 @@ official ``openai`` SDK as the client."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,7 +152,13 @@ def test_a_non_streamed_completion_goes_through_the_proxy_and_is_traced_span_by_
     node, = spans_by_kind(run, "node")
     call, = spans_by_kind(run, "model_call")
     assert root["parent_id"] is None and node["parent_id"] == root["id"] and call["parent_id"] == node["id"]
+    assert [s["id"] for s in run["spans"]] == [f"{run_id}.{n}" for n in range(3)]
     assert node["name"] == "answer" and node["output"]["text"] == completion.choices[0].message.content
+    assert root["output"] == node["output"]
+    # The answer is stored once for the workflow and its answer node (and once as the upstream's reply).
+    with contextlib.closing(sqlite3.connect(fb.data_dir / "flowbase.db")) as db:
+        stored = db.execute("SELECT spans FROM run_spans WHERE run_id = ?", (run_id,)).fetchone()[0]
+    assert stored.count(completion.choices[0].message.content) == 2
     assert call["usage"]["input_tokens"] == completion.usage.prompt_tokens
     assert call["usage"]["output_tokens"] == completion.usage.completion_tokens
     assert call["input"]["model"] == "small" and call["status"] == "ok"

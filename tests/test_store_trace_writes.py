@@ -106,6 +106,29 @@ async def test_a_runs_spans_are_stored_as_the_serializers_text_of_them(store: St
     assert '"ended_at"' not in json_dumps(r.spans[4]) and '"cache_write_tokens"' not in stored
 
 
+async def test_numbered_span_ids_and_an_output_two_spans_share_are_stored_once_and_read_back_whole(
+        store: Store) -> None:
+    answer = {"text": "a long answer " * 40, "tool_calls": []}
+    spans = [SpanRow(id=0, parent_id=None, kind="workflow", name="wf", status="ok", started_at=T0, output_of=1),
+             SpanRow(id=1, parent_id=0, kind="node", name="answer", status="ok", started_at=T0, output=answer),
+             SpanRow(id=2, parent_id=1, kind="model_call", name="up/m", status="ok", started_at=T0, output={"n": 2}),
+             SpanRow(id="custom", parent_id=2, kind="tool_call", name="t", status="ok", started_at=T0,
+                     output_of="nowhere")]
+    await store.write_runs([make_run("run-n", spans=spans, session_id="sess-n")])
+    as_text = "::text" if store.dialect == "postgresql" else ""
+    async with store.read() as conn:
+        stored = (await conn.execute(text(f"SELECT spans{as_text} FROM run_spans WHERE run_id = 'run-n'"))).scalar_one()
+    assert stored.count("a long answer") == 40
+    got = await store.get_run("run-n")
+    session = await store.get_session("sess-n")
+    assert got is not None and session is not None and session["runs"][0]["spans"] == got["spans"]
+    assert [(s["id"], s["parent_id"]) for s in got["spans"]] == [
+        ("run-n.0", None), ("run-n.1", "run-n.0"), ("run-n.2", "run-n.1"), ("custom", "run-n.2")]
+    assert got["spans"][0]["output"] == got["spans"][1]["output"] == answer
+    assert got["spans"][3]["output"] is None  # shares the output of a span the run does not have
+    assert "output_of" not in got["spans"][0]
+
+
 async def test_a_batch_mixing_stored_and_new_runs_adds_only_the_new_ones_unchanged(store: Store) -> None:
     first = [ragged_run(i) for i in range(0, 40, 2)]
     await store.write_runs(first)

@@ -24,7 +24,7 @@ from host.engine.templates import render_value
 from host.engine.workflow import Node, Workflow
 from host.redact import REDACTOR
 from host.runners import RunnerPool
-from host.tracing.records import PendingRun, RunRow, SpanRow, Status
+from host.tracing.records import PendingRun, RunRow, SpanId, SpanRow, Status
 from plugin_runner.protocol import Result, WireSpan
 from plugin_sdk.errors import FlowbaseError, NodeError
 from plugin_sdk.types import (
@@ -74,7 +74,9 @@ class Execution:
         self.session_id = session_id
         self.id = new_run_id()
         self.started = time.time()
-        self.root = f"{self.id}.0"
+        # Span ids are numbers within the run (the root is 0): the store keeps them as they are and
+        # reads them back as "<run id>.<n>" (host/store/runs.py), so no id string is built per span.
+        self.root = 0
         self.spans: list[SpanRow] = []
         self.outputs: dict[str, Any] = {}
         self.futures: dict[str, asyncio.Future[Any]] = {}
@@ -325,7 +327,7 @@ class Execution:
         self.spans.append(span)
         self._children(span.id, node, getattr(exc, "spans", None) or [])
 
-    def _children(self, parent: str, node: Node, records: list[WireSpan]) -> None:
+    def _children(self, parent: SpanId, node: Node, records: list[WireSpan]) -> None:
         for r in records:
             if r.usage is not None and r.kind == "model_call":
                 self.usage.add(r.usage)
@@ -338,9 +340,9 @@ class Execution:
                 error=REDACTOR.redact(r.error) if r.error else None, price=node.price))
 
     def _span(self, kind: Any, name: str, status: Status, started: float, ended: float | None, *,
-              parent: str | None = None, **kw: Any) -> SpanRow:
+              parent: SpanId | None = None, **kw: Any) -> SpanRow:
         self._seq += 1
-        return SpanRow(id=f"{self.id}.{self._seq}", parent_id=parent or self.root, kind=kind,
+        return SpanRow(id=self._seq, parent_id=self.root if parent is None else parent, kind=kind,
                        name=name, status=status, started_at=started, ended_at=ended, **kw)
 
     # ---- the record ----------------------------------------------------------------------
@@ -398,8 +400,13 @@ class Execution:
         if answer_out is not None and answer_out.get("tool_calls"):
             answer = Response(id="", model="", content=[ToolCallPart(id=c["id"], name=c["name"], arguments=c["arguments"])
                                                         for c in answer_out["tool_calls"]])
+        # The answer is the output of a node span of this run: stored once, there (``output_of``).
+        output_of = None
+        if answer_out is not None:
+            output_of = next((s.id for s in spans if s.output is answer_out and s.kind == "node"), None)
         root = SpanRow(id=self.root, parent_id=None, kind="workflow", name=self.wf.name, status=status,
-                       started_at=self.started, ended_at=ended, input=self.req, output=answer_out,
+                       started_at=self.started, ended_at=ended, input=self.req,
+                       output=answer_out if output_of is None else None, output_of=output_of,
                        usage=self.usage, error=error)
         spans = [root, *spans, *self._tool_spans(answer, ended)]
         return RunRow(id=self.id, workflow=self.wf.name, workflow_version=self.wf.version, model=self.wf.model,

@@ -3,7 +3,9 @@
 Contract:
 - ``write_runs(rows)`` inserts a batch of ``RunRow`` in ONE transaction: a ``runs`` row each and a
   ``run_spans`` row holding the run's spans as one JSON array (recorded order; a span id repeated
-  within a run keeps its first span; inputs and outputs as the engine's msgspec JSON). Idempotent on
+  within a run keeps its first span; inputs and outputs as the engine's msgspec JSON; numbered span ids
+  and outputs stored once, as schema.py says, are read back as full ids and in every span they belong
+  to). Idempotent on
   run id: a run already stored is left as it is (with its spans), so retrying a batch after a failure
   never duplicates or corrupts.
   Write path (the CPU a traced request costs, so it is lean): rows go to the driver as flat positional
@@ -62,8 +64,8 @@ IN_CHUNK = 500
 # Runs (with their spans) per chunk of write_runs: building a chunk's rows runs on the event loop, so this
 # bounds how long one chunk holds it (about a millisecond: a few µs per run with three spans).
 WRITE_CHUNK_RUNS = 128
-# Rows per INSERT statement (multi-row VALUES): the recorder's whole batch (its max_batch) in one statement
-# per table. Every statement execution has a fixed cost in the driver and the database (SQLite: bind, step,
+# Rows per INSERT statement (multi-row VALUES); a batch of the recorder's is a few such statements per
+# table. Every statement execution has a fixed cost in the driver and the database (SQLite: bind, step,
 # reset, halt; PostgreSQL: a Bind/Execute in the pipeline), about as much as a small row itself. Instructions
 # per run, counted with callgrind (schema 1, a row per span: 1 row 145k, 2 129k, 4 115k, 8 105k, 16 105k;
 # schema 2, a run and its spans document, with sealing: 8 171k, 32 164k). Beyond 32 the count stays flat,
@@ -124,20 +126,35 @@ def _run(row: RowMapping) -> dict[str, Any]:
             "cost_usd": row["cost_usd"], "error": row["error"]}
 
 
-def _span(d: dict[str, Any]) -> dict[str, Any]:
+def _span_id(v: Any, run_id: str) -> Any:
+    """A stored span id as the API shows it: the engine's numbered spans are "<run id>.<n>"."""
+    return f"{run_id}.{v}" if type(v) is int else v
+
+
+def _span(d: dict[str, Any], run_id: str) -> dict[str, Any]:
     """A stored span (one object of a ``run_spans`` array) in the public shape: every key, None where unset."""
     get = d.get
     usage = get("usage")
     started, ended = get("started_at"), get("ended_at")
-    return {"id": get("id"), "parent_id": get("parent_id"), "kind": get("kind"), "name": get("name"),
-            "status": get("status"), "started_at": iso(started), "ended_at": iso(ended),
+    return {"id": _span_id(get("id"), run_id), "parent_id": _span_id(get("parent_id"), run_id), "kind": get("kind"),
+            "name": get("name"), "status": get("status"), "started_at": iso(started), "ended_at": iso(ended),
             "duration_ms": millis(started, ended), "input": get("input"), "output": get("output"),
             "usage": None if usage is None else {k: usage.get(k, 0) for k in USAGE_KEYS},
             "cost_usd": get("cost_usd"), "error": get("error"), "model": get("model"), "provider": get("provider")}
 
 
-def _spans(doc: Any) -> list[dict[str, Any]]:
-    return [_span(d) for d in doc] if isinstance(doc, list) else []
+def _spans(doc: Any, run_id: str) -> list[dict[str, Any]]:
+    """A run's stored spans in the public shape, with each output stored once (``SpanRow.output_of``) in
+    every span it belongs to."""
+    if not isinstance(doc, list):
+        return []
+    out = [_span(d, run_id) for d in doc]
+    shared = [(span, d["output_of"]) for span, d in zip(out, doc, strict=True) if "output_of" in d]
+    if shared:
+        outputs = {d.get("id"): d.get("output") for d in reversed(doc)}  # a repeated id: its first span
+        for span, of in shared:
+            span["output"] = outputs.get(of)
+    return out
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -413,7 +430,7 @@ class RunStore(StoreBase):
                 return None
             doc = (await conn.execute(select(S.c.spans).where(S.c.run_id == run_id))).scalar()
         out = _run(row)
-        out["spans"] = _spans(doc)
+        out["spans"] = _spans(doc, run_id)
         return out
 
     async def list_runs(self, *, model: str | None = None, status: str | None = None, session_id: str | None = None,
@@ -464,7 +481,7 @@ class RunStore(StoreBase):
             by_run: dict[str, list[dict[str, Any]]] = {}
             for chunk in _chunks([r["id"] for r in rows]):
                 for rid, doc in await conn.execute(select(S.c.run_id, S.c.spans).where(S.c.run_id.in_(chunk))):
-                    by_run[rid] = _spans(doc)
+                    by_run[rid] = _spans(doc, rid)
         runs = []
         usage = dict.fromkeys(USAGE_KEYS, 0)
         cost: float | None = None

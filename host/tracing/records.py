@@ -13,17 +13,20 @@ import msgspec
 from plugin_sdk.types import Usage
 
 SpanKind = Literal["workflow", "node", "model_call", "tool_call"]
+# A span's id within its run: the engine numbers its spans (an int, stored as it is; the store reads it
+# back as "<run id>.<n>"), anything else that records a run may use strings.
+SpanId = str | int
 Status = Literal["ok", "error", "skipped", "cancelled"]
 
 
 # gc=False: rows are never tracked by the garbage collector (none can be part of a reference cycle:
 # nothing a row holds points back to it), which with ``seal`` leaves a queued run one tracked list.
 class SpanRow(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
-    id: str
+    id: SpanId
     # The span's run; the engine leaves it out (a span belongs to the RunRow that holds it), and the
     # store neither needs nor reads it.
     run_id: str = ""
-    parent_id: str | None
+    parent_id: SpanId | None
     kind: SpanKind
     name: str
     status: Status
@@ -31,6 +34,9 @@ class SpanRow(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
     ended_at: float | None = None
     input: Any = None
     output: Any = None
+    # The id of the span of this run whose output is this span's too (a workflow's answer is its answer
+    # node's output): stored once, there, and read back in both places. ``output`` is then None.
+    output_of: SpanId | None = None
     usage: Usage | None = None
     cost_usd: float | None = None
     error: str | None = None
@@ -74,7 +80,7 @@ def unique_spans(spans: list[SpanRow]) -> list[SpanRow]:
     records them; what else hands the store a run must not make a span ambiguous)."""
     if len({s.id for s in spans}) == len(spans):
         return spans
-    seen: set[str] = set()
+    seen: set[SpanId] = set()
     out = []
     for s in spans:
         if s.id not in seen:
