@@ -60,7 +60,7 @@ def create_app(settings: Settings) -> Gateway:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = await Store.open(settings.db_url())
-        recorder = Recorder(store.write_runs)
+        recorder = Recorder(store.write_runs, interval_s=settings.trace_batch_s)
         recorder.start()
         manifests = load_manifests([default_dir(), *settings.plugin_dirs])
         pool = RunnerPool(manifests, recycle_mb=settings.runner_recycle_mb)

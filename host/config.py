@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from host.tracing.recorder import BATCH_INTERVAL_S
+
 
 def _env_flag(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
@@ -14,7 +16,8 @@ def _env_flag(name: str, default: bool) -> bool:
     return raw.strip().lower() not in ("0", "false", "no", "off", "")
 
 
-def _env_mb(name: str, default: float) -> float:
+def _env_number(name: str, default: float, what: str) -> float:
+    """A number of 0 or more from the environment; ``what`` says what it counts, for the error."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -23,7 +26,7 @@ def _env_mb(name: str, default: float) -> float:
     except ValueError:
         value = -1.0
     if not value >= 0:  # also NaN
-        raise SettingsError(f"{name} must be a number of MB, 0 or more (0 turns it off); got {raw!r}")
+        raise SettingsError(f"{name} must be {what}; got {raw!r}")
     return value
 
 
@@ -48,7 +51,12 @@ class Settings:
     watch: bool = True
     # Replace a plugin runner whose resident memory grew this many MB over its settled size (after a
     # burst, or a leaking plugin): host/runner_memory.py. 0 turns it off.
-    runner_recycle_mb: float = field(default_factory=lambda: _env_mb("FLOWBASE_RUNNER_RECYCLE_MB", 8.0))
+    runner_recycle_mb: float = field(default_factory=lambda: _env_number(
+        "FLOWBASE_RUNNER_RECYCLE_MB", 8.0, "a number of MB, 0 or more (0 turns it off)"))
+    # How long the trace writer gathers runs into one batch (host/tracing/recorder.py says what it saves);
+    # reads through the API flush it first, so only readers of the database itself see the delay.
+    trace_batch_s: float = field(default_factory=lambda: _env_number(
+        "FLOWBASE_TRACE_BATCH_S", BATCH_INTERVAL_S, "a number of seconds, 0 or more"))
     log_level: str = field(default_factory=lambda: os.environ.get("FLOWBASE_LOG_LEVEL", "info"))
 
     def db_url(self) -> str:
