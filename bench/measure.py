@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -61,8 +62,10 @@ class BenchConfig:
     litellm_workers: int = 2
     # Tracing on vs off: many short alternating rounds. This VM's speed drifts by more than tracing
     # costs (single rounds' on/off ratios ranged 0.78–1.06 within one run), so pairs measured close
-    # together and a median over many of them; five rounds of 5 s could not tell 88% from 94%.
-    ab_rounds: int = 12
+    # together and a median over many of them; five rounds of 5 s could not tell 88% from 94%. On
+    # session 8's VM single rounds ranged 0.67–1.15: 20 rounds rather than 12 narrow the median's
+    # chance part (about ±3% with 12) by a quarter, for 48 s more.
+    ab_rounds: int = 20
     ab_seconds: float = 3.0
     quiet_wait_s: float = 180.0  # how long to wait for other processes to quiet down before each target
     profile: bool = False  # py-spy the gateways during the c=32 phase (perturbs that phase's numbers)
@@ -296,7 +299,8 @@ class TracingAB:
 
     @staticmethod
     def _median(xs: list[float]) -> float | None:
-        return sorted(xs)[len(xs) // 2] if xs else None
+        # For an even count, the mean of the two middle values (the upper one alone leans high).
+        return statistics.median(xs) if xs else None
 
     @property
     def on_median(self) -> float | None:

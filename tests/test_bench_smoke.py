@@ -110,3 +110,11 @@ def test_a_vm_that_slowed_down_between_targets_is_flagged_even_when_nothing_else
     slowed = {**steady, "litellm": measure.TargetResult("litellm", cpu_probe_ms=75.0)}
     (warning,) = report.noise_warnings(slowed)
     assert "speed changed between targets" in warning and "75 ms" in warning
+
+
+def test_the_tracing_comparison_takes_the_middle_of_its_rounds_without_leaning_either_way() -> None:
+    ab = measure.TracingAB(rounds=4, seconds=1, on_rps=[90.0, 80.0, 100.0, 70.0], off_rps=[100.0] * 4)
+    assert ab.ratio_median == pytest.approx(0.85)  # the mean of 0.8 and 0.9, not the upper 0.9
+    ab.on_rps.append(95.0)
+    ab.off_rps.append(100.0)
+    assert ab.ratio_median == pytest.approx(0.9)
