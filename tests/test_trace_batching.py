@@ -27,19 +27,31 @@ def stored_run_ids(db: Path) -> set[str]:
         return {row[0] for row in conn.execute("SELECT id FROM runs")}
 
 
+def ask_demo(fb: Flowbase, text: str) -> str:
+    """One request to the built-in demo model; the id of its run."""
+    r = httpx.post(fb.url + "/v1/chat/completions", timeout=30,
+                   json={"model": "flowbase-demo", "messages": [{"role": "user", "content": text}]})
+    assert r.status_code == 200, r.text
+    return r.headers["x-flowbase-run-id"]
+
+
 def test_finished_runs_wait_for_the_configured_batch_time_and_an_api_read_writes_them_at_once(
         tmp_path: Path) -> None:
     with Flowbase(data_dir=tmp_path, env={"FLOWBASE_TRACE_BATCH_S": LONG_BATCH_S}) as fb:
-        ids = []
-        for i in range(3):
-            r = httpx.post(fb.url + "/v1/chat/completions", timeout=30,
-                           json={"model": "flowbase-demo", "messages": [{"role": "user", "content": f"hello {i}"}]})
-            assert r.status_code == 200, r.text
-            ids.append(r.headers["x-flowbase-run-id"])
+        ids = [ask_demo(fb, f"hello {i}") for i in range(3)]
         time.sleep(LOOK_AFTER_S)
         assert not set(ids) & stored_run_ids(tmp_path / "flowbase.db")
         assert fb.run(ids[1])["status"] == "ok"  # the API flushes the batch before it reads
         assert set(ids) <= stored_run_ids(tmp_path / "flowbase.db")
+
+
+def test_runs_still_gathering_when_the_host_is_stopped_are_written_before_it_exits(tmp_path: Path) -> None:
+    with Flowbase(data_dir=tmp_path, env={"FLOWBASE_TRACE_BATCH_S": LONG_BATCH_S}) as fb:
+        ids = [ask_demo(fb, f"bye {i}") for i in range(3)]
+        assert not set(ids) & stored_run_ids(tmp_path / "flowbase.db")
+    # Leaving the block stopped the host with SIGTERM, as a service manager would (uvicorn shuts down
+    # gracefully, then exits by the signal it caught).
+    assert set(ids) <= stored_run_ids(tmp_path / "flowbase.db")
 
 
 def test_flowbase_serve_refuses_a_trace_batch_time_that_is_not_a_number_of_seconds() -> None:
