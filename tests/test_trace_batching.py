@@ -1,5 +1,5 @@
 """How long finished runs wait to be written together (``FLOWBASE_TRACE_BATCH_S``), seen from the database
-file itself, and that a read through the API never waits for the batch."""
+file itself: a read through the API never waits for the batch, and stopping the host writes it."""
 
 from __future__ import annotations
 
