@@ -15,7 +15,7 @@ Contract:
   ``_SqliteWriter``); in-memory SQLite goes straight to the pool's aiosqlite connection, PostgreSQL
   through SQLAlchemy's ``exec_driver_sql`` (asyncpg pipelines the statements).
   Measured with ``python -m bench.trace_writes`` (5,000 one-node proxy runs of three spans shaped like
-  the benchmark's, batches of 256, on the 2-core bench VM): see that module's docstring.
+  the benchmark's, in the recorder's batches, on the 2-core bench VM): see that module's docstring.
 - ``get_run(id)`` → the public run shape (GET /api/runs/{id})::
 
     {id, workflow, workflow_version, model, protocol, status, stream, session_id,
