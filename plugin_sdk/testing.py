@@ -3,13 +3,17 @@
     res = await run_node(my_plugin.run_chat, config={...}, request=req, stream=True)
     res.output, res.response, res.events, res.spans
 
+``res.spans`` are the spans the node recorded, their ``input`` and ``output`` as the trace stores them:
+JSON values (a ``msgspec.Raw`` of JSON the node recorded reads as the values it holds; anything JSON
+cannot carry as its ``str``).
+
 It goes through the same steps as the plugin runner: inputs checked against the input schema and
 the output against the output schema when ``validate_with`` is given (a manifest ``NodeTypeSpec``
 or anything with ``input_schema``/``output_schema``; the checks are plugin_sdk/schemas.py, shared
 with the runner), a returned ``Response`` turned into its output dict, the output checked to be
 msgpack-encodable (what the runner must send), and ``timeout_s`` enforced like the runner does
 (``NodeTimeout`` when it passes).
-A ``FlowbaseError`` the node raises propagates with ``.spans`` set (as the host would raise it);
+A ``FlowbaseError`` the node raises propagates with ``.spans`` set (as the host would raise it, as above);
 any other exception propagates unchanged so the test shows its traceback.
 """
 
@@ -26,6 +30,8 @@ from plugin_sdk.schemas import HasSchemas, NodeSchemas, node_output, require_inp
 from plugin_sdk.types import Request, Response, StreamEvent
 
 _encode = msgspec.msgpack.Encoder().encode
+# The trace's JSON: what cannot be JSON is recorded as its str (as plugin_runner/protocol.py encodes spans).
+_json = msgspec.json.Encoder(enc_hook=str).encode
 
 
 class NodeRun(msgspec.Struct):
@@ -64,6 +70,18 @@ async def run_node(run: NodeFn, *, config: dict[str, Any] | None = None, inputs:
         except (TypeError, ValueError, OverflowError) as exc:
             raise NodeError(f"node '{node_id}' ({node_type}) output cannot be sent to the host: {exc}") from exc
     except FlowbaseError as exc:
-        exc.spans = ctx.spans  # type: ignore[attr-defined]
+        exc.spans = [_stored(s) for s in ctx.spans]  # type: ignore[attr-defined]
         raise
-    return NodeRun(output=output, response=resp, events=events, spans=ctx.spans)
+    return NodeRun(output=output, response=resp, events=events, spans=[_stored(s) for s in ctx.spans])
+
+
+def _as_json(value: Any) -> Any:
+    try:
+        return msgspec.json.decode(_json(value))
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        return f"<cannot be recorded as JSON: {type(exc).__name__}: {exc}>"
+
+
+def _stored(span: SpanRecord) -> SpanRecord:
+    """``span`` with its input and output as the trace keeps them (what the host shows)."""
+    return msgspec.structs.replace(span, input=_as_json(span.input), output=_as_json(span.output))

@@ -158,7 +158,14 @@ def test_a_non_streamed_completion_goes_through_the_proxy_and_is_traced_span_by_
     # The answer is stored once for the workflow and its answer node (and once as the upstream's reply).
     with contextlib.closing(sqlite3.connect(fb.data_dir / "flowbase.db")) as db:
         stored = db.execute("SELECT spans FROM run_spans WHERE run_id = ?", (run_id,)).fetchone()[0]
-    assert stored.count(completion.choices[0].message.content) == 2
+    assert stored.decode().count(completion.choices[0].message.content) == 2
+    # The workflow's input is kept as the client sent it and shown as the canonical request it parses to.
+    stored_root = json.loads(stored)[0]
+    assert stored_root["input_format"] == "chat" and stored_root["input"]["messages"][1] == {"role": "user",
+                                                                                           "content": "hello there"}
+    assert root["input"]["origin"] == "chat" and root["input"]["model"] == "gpt-proxy"
+    assert root["input"]["messages"][1] == {"role": "user", "content": [{"type": "text", "text": "hello there"}]}
+    assert "input_format" not in root
     assert call["usage"]["input_tokens"] == completion.usage.prompt_tokens
     assert call["usage"]["output_tokens"] == completion.usage.completion_tokens
     assert call["input"]["model"] == "small" and call["status"] == "ok"

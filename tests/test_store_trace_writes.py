@@ -1,10 +1,12 @@
 """The fast trace write path (flat rows, several per INSERT, straight to the driver), on SQLite and PostgreSQL:
-large and ragged batches round-trip exactly, a run's spans are stored as the serializer's text of them,
+large and ragged batches round-trip exactly, a run's spans are stored as the serializer's JSON of them, a
+client's request body kept as it came reads back as the canonical request,
 idempotency and all-or-nothing hold across statement boundaries."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from sqlalchemy import func, select, text
 from support_store import T0, make_run
 
+from host.protocols import anthropic_messages, openai_chat, openai_responses
 from host.store.base import iso, json_dumps
 from host.store.db import Store, sqlite_url
 from host.store.runs import ROWS_PER_STATEMENT, TRACE_WRITER_NICE, USAGE_KEYS, WRITE_CHUNK_RUNS
@@ -94,14 +97,16 @@ async def test_a_large_ragged_batch_round_trips_every_field_of_every_run_and_spa
     assert await counts(store) == (len(rows), sum(len(r.spans) for r in rows))
 
 
-async def test_a_runs_spans_are_stored_as_the_serializers_text_of_them(store: Store) -> None:
+async def test_a_runs_spans_are_stored_as_the_serializers_json_of_them(store: Store) -> None:
     r = ragged_run(7)  # spans 0-6: inputs of every kind, None inputs, usage and outputs
     await store.write_runs([r])
-    as_text = "::text" if store.dialect == "postgresql" else ""
     async with store.read() as conn:
-        stored = (await conn.execute(text(f"SELECT spans{as_text} FROM run_spans WHERE run_id = :r"),
+        stored = (await conn.execute(text("SELECT CAST(spans AS TEXT) FROM run_spans WHERE run_id = :r"),
                                      {"r": r.id})).scalar_one()
-    assert stored == json_dumps(r.spans)
+        # SQLite keeps the document's bytes as they were encoded (a BLOB), PostgreSQL its json text.
+        kind = (await conn.execute(text("SELECT typeof(spans) FROM run_spans WHERE run_id = :r"), {"r": r.id})
+                ).scalar_one() if store.dialect == "sqlite" else "json"
+    assert stored == json_dumps(r.spans) and kind == ("blob" if store.dialect == "sqlite" else "json")
     # None fields and zero usage counts are left out of the text; reading puts them back.
     assert '"ended_at"' not in json_dumps(r.spans[4]) and '"cache_write_tokens"' not in stored
 
@@ -115,9 +120,8 @@ async def test_numbered_span_ids_and_an_output_two_spans_share_are_stored_once_a
              SpanRow(id="custom", parent_id=2, kind="tool_call", name="t", status="ok", started_at=T0,
                      output_of="nowhere")]
     await store.write_runs([make_run("run-n", spans=spans, session_id="sess-n")])
-    as_text = "::text" if store.dialect == "postgresql" else ""
     async with store.read() as conn:
-        stored = (await conn.execute(text(f"SELECT spans{as_text} FROM run_spans WHERE run_id = 'run-n'"))).scalar_one()
+        stored = (await conn.execute(text("SELECT CAST(spans AS TEXT) FROM run_spans WHERE run_id = 'run-n'"))).scalar_one()
     assert stored.count("a long answer") == 40
     got = await store.get_run("run-n")
     session = await store.get_session("sess-n")
@@ -254,3 +258,41 @@ async def test_batches_of_every_remainder_shape_up_to_two_statements_store_every
         assert await counts(store) == (written, sum(len(ragged_run(i).spans) for i in range(written))), size
     for i in (0, written // 2, written - 1):
         assert await store.get_run(f"run-{i:05d}") == expected(ragged_run(i))
+
+
+GOLDEN = Path(__file__).parent / "golden"
+# The request bodies of the protocol golden files (``request.wire``: what the client sent).
+CLIENT_BODIES = [(protocol, path.stem, json.loads(path.read_text())["request"]["wire"])
+                 for protocol, folder in (("chat", "openai_chat"), ("responses", "openai_responses"),
+                                          ("messages", "anthropic_messages"))
+                 for path in sorted((GOLDEN / folder).glob("*.json")) if "request" in json.loads(path.read_text())]
+
+
+async def test_a_client_body_kept_as_it_came_reads_back_as_the_canonical_request_it_parses_to(store: Store) -> None:
+    assert {p for p, _, _ in CLIENT_BODIES} == {"chat", "responses", "messages"}
+    parsers = {"chat": openai_chat.parse_request, "responses": openai_responses.parse_request,
+               "messages": anthropic_messages.parse_request}
+    rows, want = [], {}
+    for i, (protocol, name, request) in enumerate(CLIENT_BODIES):
+        body = json.dumps(request, indent=1).encode()  # as a client may send it: spaced, keys in its order
+        canonical, _ = parsers[protocol](body)
+        canonical.origin = protocol
+        want[f"run-body-{i}"] = (name, msgspec.json.decode(json_dumps(canonical)))
+        rows.append(make_run(f"run-body-{i}", spans=[SpanRow(id=0, parent_id=None, kind="workflow", name="wf",
+                                                             status="ok", started_at=T0, input=msgspec.Raw(body),
+                                                             input_format=protocol)]))
+    await store.write_runs(rows)
+    for run_id, (name, canonical) in want.items():
+        run = await store.get_run(run_id)
+        assert run is not None and run["spans"][0]["input"] == canonical, name
+
+
+async def test_a_kept_client_body_that_no_longer_parses_reads_back_as_it_was_stored(store: Store) -> None:
+    odd = {"model": "m", "messages": "not a list"}
+    await store.write_runs([make_run("run-odd", spans=[
+        SpanRow(id=0, parent_id=None, kind="workflow", name="wf", status="ok", started_at=T0,
+                input=msgspec.Raw(json.dumps(odd).encode()), input_format="chat"),
+        SpanRow(id=1, parent_id=0, kind="node", name="n", status="ok", started_at=T0, input=odd,
+                input_format="a protocol of the future")])])
+    run = await store.get_run("run-odd")
+    assert run is not None and [s["input"] for s in run["spans"]] == [odd, odd]

@@ -139,11 +139,13 @@ class V1:
             if wf is None:
                 raise NotFound(f"The model '{req.model}' does not exist or is not published on this flowbase "
                                f"(GET /v1/models lists the published models)", code="model_not_found", param="model")
+            as_sent: bytes | None = body  # the trace keeps the body itself while ``req`` is what it parses to
             if name == "responses" and opts.get("previous_response_id"):
                 earlier = await self.history.conversation(opts["previous_response_id"])
                 system = [m for m in req.messages if m.role in ("system", "developer")]
                 req.messages = system + earlier + [m for m in req.messages if m.role not in ("system", "developer")]
-            ex = self.engine.start(wf, req, protocol=name, session_id=proto.session_id(headers, req, opts))
+                as_sent = None
+            ex = self.engine.start(wf, req, protocol=name, session_id=proto.session_id(headers, req, opts), body=as_sent)
             run_id = ex.id.encode()
             if name == "responses":
                 opts["response_id"] = response_id_for(ex.id)

@@ -59,17 +59,22 @@ class Engine:
         self.pool = pool
         self.submit = submit  # None: tracing off
 
-    def start(self, wf: Workflow, req: Request, *, protocol: Protocol, session_id: str | None) -> Execution:
-        return Execution(self, wf, req, protocol, session_id)
+    def start(self, wf: Workflow, req: Request, *, protocol: Protocol, session_id: str | None,
+              body: bytes | None = None) -> Execution:
+        """``body``: the client's request body when ``req`` is exactly what it parses to (under ``protocol``):
+        the trace then keeps those bytes as the run's input instead of encoding ``req`` again."""
+        return Execution(self, wf, req, protocol, session_id, body)
 
 
 class Execution:
     """One run. Use ``await complete()`` or ``async for ev in stream()`` exactly once."""
 
-    def __init__(self, engine: Engine, wf: Workflow, req: Request, protocol: Protocol, session_id: str | None) -> None:
+    def __init__(self, engine: Engine, wf: Workflow, req: Request, protocol: Protocol, session_id: str | None,
+                 body: bytes | None = None) -> None:
         self.engine = engine
         self.wf = wf
         self.req = req
+        self.body = body
         self.protocol = protocol
         self.session_id = session_id
         self.id = new_run_id()
@@ -404,8 +409,12 @@ class Execution:
         output_of = None
         if answer_out is not None:
             output_of = next((s.id for s in spans if s.output is answer_out and s.kind == "node"), None)
+        # The client's body as it came, when there is one (host/protocols/stored.py says why).
+        body = self.body
         root = SpanRow(id=self.root, parent_id=None, kind="workflow", name=self.wf.name, status=status,
-                       started_at=self.started, ended_at=ended, input=self.req,
+                       started_at=self.started, ended_at=ended,
+                       input=self.req if body is None else msgspec.Raw(body),
+                       input_format=None if body is None else self.protocol,
                        output=answer_out if output_of is None else None, output_of=output_of,
                        usage=self.usage, error=error)
         spans = [root, *spans, *self._tool_spans(answer, ended)]

@@ -33,6 +33,10 @@ class SpanRow(msgspec.Struct, omit_defaults=True, gc=False, kw_only=True):
     started_at: float
     ended_at: float | None = None
     input: Any = None
+    # The protocol ("chat", "responses", "messages") whose client request body ``input`` is: the workflow
+    # span keeps the body the client sent, as it came (no encoding of the conversation per request); the
+    # store shows it as the canonical request it parses to (host/protocols: ``stored_request``).
+    input_format: str | None = None
     output: Any = None
     # The id of the span of this run whose output is this span's too (a workflow's answer is its answer
     # node's output): stored once, there, and read back in both places. ``output`` is then None.

@@ -123,11 +123,13 @@ async def run(ctx: NodeContext) -> Response:
     model: str = config["model"]
     provider: str = config.get("provider") or "anthropic"
     up = _upstream(config)
-    body = build_body(req, config, ctx.stream)
+    # The bytes sent are also the model_call span's input (as msgspec.Raw): the trace keeps them as they are
+    # instead of encoding the conversation a second time.
+    sent = _encode(build_body(req, config, ctx.stream))
     timeout = _timeout(config)
     started = time.time()
     try:
-        request = up.client.build_request("POST", up.url, content=_encode(body), headers=up.headers, timeout=timeout)
+        request = up.client.build_request("POST", up.url, content=sent, headers=up.headers, timeout=timeout)
         resp = await up.client.send(request, stream=True)
         try:
             if resp.status_code >= 400:
@@ -146,16 +148,16 @@ async def run(ctx: NodeContext) -> Response:
         finally:
             await resp.aclose()  # on cancel this drops the connection, so the upstream stops
     except UpstreamError as exc:
-        record_model_call(ctx, provider, model, started, body, error=exc)
+        record_model_call(ctx, provider, model, started, msgspec.Raw(sent), error=exc)
         raise
     except asyncio.CancelledError:
-        record_cancelled(ctx, provider, model, started, body)
+        record_cancelled(ctx, provider, model, started, msgspec.Raw(sent))
         raise
     except httpx.HTTPError as exc:
         err = _transport_error(exc, up.host, provider, config)
-        record_model_call(ctx, provider, model, started, body, error=err)
+        record_model_call(ctx, provider, model, started, msgspec.Raw(sent), error=err)
         raise err from exc
-    record_model_call(ctx, provider, model, started, body, resp=result)
+    record_model_call(ctx, provider, model, started, msgspec.Raw(sent), resp=result)
     return result
 
 

@@ -114,10 +114,12 @@ async def run(ctx: NodeContext) -> Response:
     model: str = config["model"]
     provider: str = config.get("provider") or "openai"
     up = _upstream(config)
-    body = build_body(req, config, ctx.stream)
+    # The bytes sent are also the model_call span's input (as msgspec.Raw): the trace keeps them as they are
+    # instead of encoding the conversation a second time.
+    sent = _encode(build_body(req, config, ctx.stream))
     started = time.time()
     try:
-        async with up.client.post(up.url, data=_encode(body), headers=up.headers, timeout=_timeout(config)) as resp:
+        async with up.client.post(up.url, data=sent, headers=up.headers, timeout=_timeout(config)) as resp:
             try:
                 if resp.status >= 400:
                     raw = await resp.read()
@@ -135,16 +137,16 @@ async def run(ctx: NodeContext) -> Response:
                 resp.close()  # drop the connection: the upstream must stop generating for a gone client
                 raise
     except UpstreamError as exc:
-        record_model_call(ctx, provider, model, started, body, error=exc)
+        record_model_call(ctx, provider, model, started, msgspec.Raw(sent), error=exc)
         raise
     except asyncio.CancelledError:
-        record_cancelled(ctx, provider, model, started, body)
+        record_cancelled(ctx, provider, model, started, msgspec.Raw(sent))
         raise
     except (TimeoutError, aiohttp.ClientError) as exc:
         err = _transport_error(exc, up.host, provider, config)
-        record_model_call(ctx, provider, model, started, body, error=err)
+        record_model_call(ctx, provider, model, started, msgspec.Raw(sent), error=err)
         raise err from exc
-    record_model_call(ctx, provider, model, started, body, resp=result)
+    record_model_call(ctx, provider, model, started, msgspec.Raw(sent), resp=result)
     return result
 
 
