@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import pytest
 from support_store import T0, make_run, model_call
@@ -89,6 +90,46 @@ async def test_runs_submitted_together_are_written_in_bounded_batches() -> None:
     assert writer.written == [f"r{i}" for i in range(10)]
     assert all(len(b) <= 4 for b in writer.batches) and len(writer.batches) < 10
     await rec.close()
+
+
+def big_run(run_id: str, kb: int) -> RunRow:
+    """A run whose spans document is about ``kb`` KB (an agent's conversation in its input)."""
+    return make_run(run_id, spans=[SpanRow(id=0, parent_id=None, kind="workflow", name="wf", status="ok",
+                                           started_at=T0, input={"text": "x" * (kb * 1024)})])
+
+
+async def test_a_batch_is_written_as_soon_as_its_runs_hold_the_byte_bound_and_no_batch_holds_more() -> None:
+    writer = FakeWriter()
+    rec = Recorder(writer, interval_s=60.0, max_batch_bytes=100 * 1024)  # only bytes can end the wait early
+    rec.start()
+    for i in range(7):
+        rec.submit(big_run(f"r{i}", 30))
+    await asyncio.wait_for(_until(lambda: len(writer.written) >= 4), 5.0)
+    # 30 KB runs: the fourth reaches 100 KB and closes the batch; the other three wait for more.
+    assert writer.batches == [["r0", "r1", "r2", "r3"]] and rec.counters()["queued"] == 3
+    assert await rec.flush(5.0)
+    assert writer.written == [f"r{i}" for i in range(7)]
+    await rec.close()
+
+
+async def test_runs_beyond_the_queues_byte_bound_are_dropped_with_a_count_and_the_rest_are_written() -> None:
+    writer = FakeWriter()
+    writer.gate.clear()
+    rec = Recorder(writer, max_queue_bytes=100 * 1024)  # not started yet: nothing drains the queue
+    for i in range(5):
+        rec.submit(big_run(f"r{i}", 30))
+    await asyncio.sleep(0.05)  # sealing happens a moment after submit
+    assert rec.counters() == {"queued": 3, "written": 0, "dropped": 2, "failed": 0}
+    rec.start()
+    writer.gate.set()
+    assert await rec.flush(5.0)
+    assert writer.written == ["r0", "r1", "r2"]
+    await rec.close()
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    while not cond():
+        await asyncio.sleep(0.005)
 
 
 async def test_a_failing_write_is_retried_and_then_succeeds() -> None:

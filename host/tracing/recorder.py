@@ -5,14 +5,15 @@ Contract:
   (the engine's: building the record is then off the request path too). It is sealed (``seal``:
   priced, below, and its spans encoded to one JSON document, ``RunRow.spans_json``, in place of the
   span objects) ``SEAL_DELAY_S`` later, well after the answer that ended it has been sent, and goes
-  into a bounded queue; when the queue is full (or the recorder is closed) the run is dropped and
-  counted, with a warning logged at most once per ``DROP_LOG_INTERVAL_S``. Sealing costs what
+  into a queue bounded in runs (``max_queue``) and in bytes (``max_queue_bytes``); when it is full (or
+  the recorder is closed) the run is dropped and counted, with a warning logged at most once per
+  ``DROP_LOG_INTERVAL_S``. Sealing costs what
   pricing and encoding at write time cost (less: one encoder call for all spans), but a sealed run
   holds no containers for the garbage collector: unsealed, the requests and answers waiting in the
   queue (tens of tracked objects per run, alive for a batch interval) tripled the collections and
   made every one longer — about a tenth of a traced request's CPU, measured with ``gc.callbacks``.
-- One writer task (``start()``) takes up to ``max_batch`` runs at a time, waiting up to
-  ``interval_s`` for a small batch to grow, and calls ``write(batch)``.
+- One writer task (``start()``) takes up to ``max_batch`` runs (and ``max_batch_bytes``) at a time,
+  waiting up to ``interval_s`` for a small batch to grow, and calls ``write(batch)``.
   A failed write is retried with backoff (``RETRY_DELAYS_S``); if it still fails, each run of the
   batch is tried on its own so one unwritable run cannot take its neighbours with it (until
   ``SPLIT_GIVE_UP_AFTER`` fail in a row: then the database is down); what still fails is logged
@@ -68,6 +69,14 @@ CLOSE_TIMEOUT_S = 15.0
 # batches. Memory: a sealed run is ~2.5 KB, so a full batch waiting is ~5 MB.
 BATCH_INTERVAL_S = 0.5
 MAX_BATCH = 2048
+# Byte bounds, for runs far larger than the benchmark's (an agent's request is a whole conversation: a 35 KB
+# request makes a ~75 KB run): a batch is written as soon as its sealed runs hold MAX_BATCH_BYTES, and a
+# run that would take what the queue holds past MAX_QUEUE_BYTES is dropped (counted, as when the queue is
+# full). Batching by count alone held ~50 MB of such runs per batch and took the host from 91 to 344 MB
+# resident (450 MB at peak) at ~1,400 agent-sized requests per second; SQLite's cost per run is then
+# mostly the run's own bytes, so smaller batches of them cost little.
+MAX_BATCH_BYTES = 4 * 2**20
+MAX_QUEUE_BYTES = 64 * 2**20
 
 
 def seal(run: RunRow) -> None:
@@ -250,12 +259,16 @@ def _price_any(run: RunRow, ids: set[SpanId]) -> None:
 
 class Recorder:
     def __init__(self, write: WriteFn, *, max_queue: int = 10000, max_batch: int = MAX_BATCH,
-                 interval_s: float = BATCH_INTERVAL_S) -> None:
+                 interval_s: float = BATCH_INTERVAL_S, max_batch_bytes: int = MAX_BATCH_BYTES,
+                 max_queue_bytes: int = MAX_QUEUE_BYTES) -> None:
         self._write = write
         # Sealed runs waiting for the writer, oldest first: a list taken a batch at a time, not an
         # asyncio.Queue (whose per-item put/get bookkeeping was a tenth of the loop's recording cost);
         # submit bounds it together with ``_fresh``.
         self._ready: list[RunRow] = []
+        self._ready_bytes = 0  # the spans documents of ``_ready`` (a sealed run's bulk)
+        self._max_batch_bytes = max_batch_bytes
+        self._max_queue_bytes = max_queue_bytes
         self._has_ready = asyncio.Event()
         self._max_queue = max_queue
         # Runs submitted and not yet sealed: sealing waits until the answer has been sent (submit).
@@ -305,9 +318,17 @@ class Recorder:
                 self._done += 1
                 self._dropped(1)
                 continue
-            ready.append(run)  # fits: submit counted it against the bound
+            size = len(run.spans_json or b"")
+            if self._ready_bytes + size > self._max_queue_bytes:
+                self._done += 1
+                self._dropped(1)
+                continue
+            ready.append(run)  # fits in count too: submit counted it against that bound
+            self._ready_bytes += size
         if ready:
             self._has_ready.set()
+            if self._ready_bytes >= self._max_batch_bytes:
+                self._wake.set()  # a batch's worth of bytes: no reason to wait for more
         self._notify()
 
     def _dropped(self, n: int) -> None:
@@ -368,6 +389,7 @@ class Recorder:
         left = len(self._ready) + self._inflight + len(self._fresh)
         self._fresh.clear()
         self._ready.clear()
+        self._ready_bytes = 0
         self._inflight = 0
         if left:
             self._done += left
@@ -382,13 +404,13 @@ class Recorder:
             while not self._ready:
                 self._has_ready.clear()
                 await self._has_ready.wait()
-            if len(self._ready) < self._max_batch and not self._waiters and not self._closed:
+            if (len(self._ready) < self._max_batch and self._ready_bytes < self._max_batch_bytes
+                    and not self._waiters and not self._closed):
                 # Let a small batch grow (many runs per transaction) unless someone is waiting.
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._interval_s)
-            batch = self._ready[:self._max_batch]
-            del self._ready[:self._max_batch]
+            batch = self._take_batch()
             self._inflight = len(batch)
             try:
                 await self._write_batch(batch)
@@ -398,6 +420,20 @@ class Recorder:
             self._inflight = 0
             self._done += len(batch)
             self._notify()
+
+    def _take_batch(self) -> list[RunRow]:
+        """The oldest ready runs: up to ``max_batch`` of them, and up to the first that brings the batch to
+        ``max_batch_bytes``."""
+        ready = self._ready
+        limit = min(len(ready), self._max_batch)
+        n = total = 0
+        while n < limit and total < self._max_batch_bytes:
+            total += len(ready[n].spans_json or b"")
+            n += 1
+        batch = ready[:n]
+        del ready[:n]
+        self._ready_bytes -= total
+        return batch
 
     async def _write_batch(self, batch: list[RunRow]) -> None:
         if await self._attempt(batch, RETRY_DELAYS_S):
