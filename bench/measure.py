@@ -67,6 +67,9 @@ class BenchConfig:
     # chance part (about ±3% with 12) by a quarter, for 48 s more.
     ab_rounds: int = 20
     ab_seconds: float = 3.0
+    # The same comparison with agent-sized requests (``agent_body``), reported but not a target: fewer
+    # rounds, as tracing's share there is several times larger than the VM's drift.
+    agent_ab_rounds: int = 8
     quiet_wait_s: float = 180.0  # how long to wait for other processes to quiet down before each target
     profile: bool = False  # py-spy the gateways during the c=32 phase (perturbs that phase's numbers)
 
@@ -75,7 +78,7 @@ class BenchConfig:
         """Seconds, not minutes: proves the harness works (the smoke test), measures nothing meaningful."""
         return cls(warmup_s=1, c1_requests=200, c1_min_s=1, c1_max_s=1, load_s=1, ttfb_requests=30, ttfb_max_s=5,
                    soak_concurrency=50, soak_delay_ms=5, growth_requests=500, growth_max_s=20, litellm=False,
-                   ab_rounds=1, ab_seconds=1, quiet_wait_s=0)
+                   ab_rounds=1, ab_seconds=1, agent_ab_rounds=1, quiet_wait_s=0)
 
 
 def body(model: str, *, stream: bool, prompt: str = PROMPT) -> bytes:
@@ -86,6 +89,20 @@ def body(model: str, *, stream: bool, prompt: str = PROMPT) -> bytes:
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}
     return msgspec.json.encode(payload)
+
+
+# An agent's request: a coding agent's conversation of AGENT_TURNS turns after a long system prompt, about
+# 35 KB of JSON (Claude Code and Codex send their whole conversation with every turn, often far more).
+AGENT_TURNS = 100
+
+
+def agent_body(model: str) -> bytes:
+    messages = [{"role": "system", "content": "You are a coding agent. " * 20}]
+    for i in range(AGENT_TURNS):
+        messages.append({"role": "user" if i % 2 == 0 else "assistant",
+                         "content": f"turn {i}: " + "some code and prose here " * 12})
+    messages.append({"role": "user", "content": PROMPT})
+    return msgspec.json.encode({"model": model, "messages": messages, "max_tokens": 64})
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -296,6 +313,10 @@ class TracingAB:
     on_rps: list[float] = field(default_factory=list)
     off_rps: list[float] = field(default_factory=list)
     errors: int = 0
+    request_bytes: int = 0
+    # Resident memory of each gateway's processes right after the last round (what tracing holds under load).
+    rss_on_mb: float | None = None
+    rss_off_mb: float | None = None
 
     @staticmethod
     def _median(xs: list[float]) -> float | None:
@@ -317,11 +338,16 @@ class TracingAB:
         return self._median([a / b for a, b in zip(self.on_rps, self.off_rps, strict=False) if b])
 
 
-def tracing_ab(on: Target, off: Target, wrk: str, cfg: BenchConfig, log: Callable[[str], None]) -> TracingAB:
-    log(f"  tracing on vs off: {cfg.ab_rounds} alternating rounds of {cfg.ab_seconds:.0f}s at c=32")
-    ab = TracingAB(rounds=cfg.ab_rounds, seconds=cfg.ab_seconds)
-    plain_on, plain_off = [body(on.model, stream=False)], [body(off.model, stream=False)]
-    for i in range(cfg.ab_rounds):
+def tracing_ab(on: Target, off: Target, wrk: str, cfg: BenchConfig, log: Callable[[str], None], *,
+               agent: bool = False) -> TracingAB:
+    """``agent``: with agent-sized requests (``agent_body``) for ``cfg.agent_ab_rounds`` rounds."""
+    rounds = cfg.agent_ab_rounds if agent else cfg.ab_rounds
+    make = agent_body if agent else (lambda model: body(model, stream=False))
+    plain_on, plain_off = [make(on.model)], [make(off.model)]
+    log(f"  tracing on vs off{', agent-sized requests' if agent else ''}: {rounds} alternating rounds of "
+        f"{cfg.ab_seconds:.0f}s at c=32")
+    ab = TracingAB(rounds=rounds, seconds=cfg.ab_seconds, request_bytes=len(plain_on[0]))
+    for i in range(rounds):
         # Alternate which goes first so neither always follows the other's warm caches.
         order = [(on, plain_on, ab.on_rps), (off, plain_off, ab.off_rps)]
         for target, bodies, sink in (order if i % 2 == 0 else order[::-1]):
@@ -329,6 +355,8 @@ def tracing_ab(on: Target, off: Target, wrk: str, cfg: BenchConfig, log: Callabl
                           headers=target.headers)
             sink.append(res.rps)
             ab.errors += res.errors
+    if on.service is not None and off.service is not None:
+        ab.rss_on_mb, ab.rss_off_mb = tree_memory(on.service.pid).rss_mb, tree_memory(off.service.pid).rss_mb
     return ab
 
 

@@ -36,7 +36,7 @@ class Check:
     name: str
     value: str
     goal: str
-    verdict: str  # PASS | FAIL | n/a
+    verdict: str  # PASS | FAIL | n/a | info (reported, not a target)
 
 
 def _diff(a: float | None, b: float | None) -> float | None:
@@ -67,7 +67,8 @@ def _f(v: float | None, fmt: str = "{:.2f}") -> str:
     return "—" if v is None else fmt.format(v)
 
 
-def checks(results: dict[str, TargetResult], soak: SoakReport | None, ab: TracingAB | None = None) -> list[Check]:
+def checks(results: dict[str, TargetResult], soak: SoakReport | None, ab: TracingAB | None = None,
+           agent_ab: TracingAB | None = None) -> list[Check]:
     direct, fb, fb_off, ll = (_ok(results.get(k)) for k in ("direct", "flowbase", "flowbase-notrace", "litellm"))
     out: list[Check] = []
     fb_add = added(fb, direct) if fb and direct else None
@@ -131,7 +132,19 @@ def checks(results: dict[str, TargetResult], soak: SoakReport | None, ab: Tracin
     out.append(Check(f"growth: memory after the soak and {n} more requests vs before the soak",
                      f"{_f(before, '{:.0f}')} → {_f(after_growth, '{:.0f}')} MB ({_f(r2)}x), {errors} errors",
                      "≤ 1.2x, 0 errors", _verdict(None if r2 is None else r2 <= 1.2 and errors == 0)))
+    if agent_ab is not None:
+        out.append(agent_check(agent_ab))
     return out
+
+
+def agent_check(ab: TracingAB) -> Check:
+    ratio = ab.ratio_median
+    value = (f"{_f(ab.on_median, '{:.0f}')} vs {_f(ab.off_median, '{:.0f}')} req/s"
+             + (f" ({100 * ratio:.0f}%, median of {ab.rounds} alternating rounds)" if ratio else "")
+             + f"; resident {_f(ab.rss_on_mb, '{:.0f}')} vs {_f(ab.rss_off_mb, '{:.0f}')} MB"
+             + (f"; {ab.errors} errors" if ab.errors else ""))
+    return Check(f"tracing on vs off with agent-sized requests ({ab.request_bytes / 1024:.0f} KB), c=32", value,
+                 "reported", "info")
 
 
 def _row(res: TargetResult, direct: TargetResult | None) -> list[str]:
@@ -183,7 +196,8 @@ def text_table(results: dict[str, TargetResult], checks_: list[Check]) -> str:
                      + ", ".join(f"{ROW_LABELS.get(k, k)} {v:,.0f} µs" for k, v in per_req.items()))
     lines += ["", *[f"WARNING: {w}" for w in noise_warnings(results)], ""]
     cw = max(len(c.name) for c in checks_) if checks_ else 0
-    lines += [f"{c.verdict:4}  {c.name.ljust(cw)}  {c.value}   (target {c.goal})" for c in checks_]
+    lines += [f"{c.verdict:4}  {c.name.ljust(cw)}  {c.value}   "
+              + ("(reported, not a target)" if c.verdict == "info" else f"(target {c.goal})") for c in checks_]
     return "\n".join(lines)
 
 

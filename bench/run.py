@@ -152,6 +152,7 @@ def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, result
     results: dict[str, measure.TargetResult] = {}
     soak: measure.SoakReport | None = None
     ab: measure.TracingAB | None = None
+    agent_ab: measure.TracingAB | None = None
     live: list[targets.Target] = []
     upstream = targets.start_upstream(work, chunks=cfg.chunks, delay_ms=0, label="fast")
     paced = None
@@ -186,6 +187,12 @@ def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, result
                 soak = measure.measure_soak(fb_on, wrk, cfg, paced, c32.rps if c32 else 1000.0, _log)
             except (LoadGenError, OSError) as exc:
                 soak = measure.SoakReport(cfg.soak_concurrency, cfg.soak_delay_ms, 0.0, error=str(exc))
+        # Agent-sized requests last, so that what they leave in memory cannot touch the soak's figures.
+        if fb_on is not None and fb_off is not None:
+            try:
+                agent_ab = measure.tracing_ab(fb_on, fb_off, wrk, cfg, _log, agent=True)
+            except (LoadGenError, OSError) as exc:
+                _log(f"tracing on/off comparison with agent-sized requests failed: {exc}")
         for t in live:
             t.stop()
         if "litellm" in only:
@@ -205,7 +212,7 @@ def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, result
         if paced is not None:
             paced.service.stop()
 
-    checks = report.checks(results, soak, ab)
+    checks = report.checks(results, soak, ab, agent_ab)
     machine = f"{info['cores']} cores ({info['cpu_model']}), Python {info['python']}"
     table = report.text_table(results, checks)
     md_table = report.markdown(results, checks, machine)
@@ -231,6 +238,7 @@ def run(cfg: measure.BenchConfig, *, only: tuple[str, ...] = ALL_TARGETS, result
                                  if k != "direct" and "direct" in results},
         "soak": _jsonable(soak),
         "tracing_ab": _jsonable(ab),
+        "tracing_ab_agent": _jsonable(agent_ab),
         "checks": _jsonable(checks),
         "noise_warnings": report.noise_warnings(results),
         "markdown": md_table,

@@ -61,11 +61,11 @@ def test_a_target_whose_answer_differs_from_the_upstreams_is_reported_as_failed(
 
 def test_quick_run_through_direct_and_flowbase_has_zero_errors_and_writes_well_formed_json(tmp_path: Path) -> None:
     cfg = measure.BenchConfig.quick()
-    doc = run.run(cfg, only=("direct", "flowbase"), results_dir=tmp_path)
+    doc = run.run(cfg, only=("direct", "flowbase", "flowbase-notrace"), results_dir=tmp_path)
 
     saved = json.loads(Path(doc["results_file"]).read_text())
     assert Path(doc["results_file"]).parent == tmp_path
-    assert saved["targets"].keys() == {"direct", "flowbase"}
+    assert saved["targets"].keys() == {"direct", "flowbase", "flowbase-notrace"}
     assert saved["machine"]["cores"] >= 1 and saved["machine"]["flowbase_deps"]["msgspec"] != "not installed"
     for name, res in saved["targets"].items():
         assert res["status"] == "ok", f"{name}: {res['error']}"
@@ -95,8 +95,15 @@ def test_quick_run_through_direct_and_flowbase_has_zero_errors_and_writes_well_f
 
     added = saved["added_over_direct_ms"]["flowbase"]
     assert added["p50_ms"] is not None and added["ttfb_p50_ms"] is not None
+    # Tracing on against off, with the benchmark's requests and with an agent's (reported, not a target).
+    for key, rounds in (("tracing_ab", cfg.ab_rounds), ("tracing_ab_agent", cfg.agent_ab_rounds)):
+        ab = saved[key]
+        assert len(ab["on_rps"]) == len(ab["off_rps"]) == rounds and min(ab["on_rps"] + ab["off_rps"]) > 0, key
+        assert ab["errors"] == 0 and ab["rss_on_mb"] > 0 and ab["rss_off_mb"] > 0, key
+    assert saved["tracing_ab_agent"]["request_bytes"] > 30_000 > saved["tracing_ab"]["request_bytes"]
     verdicts = {c["name"]: c["verdict"] for c in saved["checks"]}
-    assert set(verdicts.values()) <= {"PASS", "FAIL", "n/a"}
+    assert set(verdicts.values()) <= {"PASS", "FAIL", "n/a", "info"}
+    assert [v for name, v in verdicts.items() if "agent-sized" in name] == ["info"]
     assert verdicts["added p50 latency at c=1 vs LiteLLM"] == "n/a"  # LiteLLM was not run
     assert verdicts[f"soak: {cfg.soak_concurrency} concurrent streams complete correctly"] == "PASS"
     assert "| flowbase, tracing on |" in saved["markdown"]
