@@ -127,6 +127,16 @@ async def test_runs_beyond_the_queues_byte_bound_are_dropped_with_a_count_and_th
     await rec.close()
 
 
+async def test_a_run_larger_than_the_queues_byte_bound_is_still_written_when_nothing_else_waits() -> None:
+    writer = FakeWriter()
+    rec = Recorder(writer, max_queue_bytes=10 * 1024)
+    rec.start()
+    rec.submit(big_run("huge", 50))
+    assert await rec.flush(5.0)
+    assert writer.written == ["huge"] and rec.counters()["dropped"] == 0
+    await rec.close()
+
+
 async def _until(cond: Callable[[], bool]) -> None:
     while not cond():
         await asyncio.sleep(0.005)
