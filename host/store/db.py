@@ -70,6 +70,24 @@ def _sqlite_hooks(sync_engine: Any, *, file_backed: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_IMMEDIATE) else "BEGIN")
 
 
+def _json_bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+async def _json_as_bytes(conn: Any) -> None:
+    # ``json`` values go to and come from the server as their UTF-8 bytes (json's binary format is its
+    # text): a trace's spans document is bound as the bytes it was encoded to (runs.py), and read without
+    # decoding to str first. SQLAlchemy's own codec takes and gives str only.
+    await conn.set_type_codec("json", encoder=_json_bytes, decoder=json_loads, schema="pg_catalog", format="binary")
+
+
+def _pg_hooks(sync_engine: Any) -> None:
+    # After the dialect's own connect hook (which installs its json codec): this one replaces it.
+    @event.listens_for(sync_engine, "connect")
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.run_async(_json_as_bytes)
+
+
 class Store(WorkflowStore, RunStore):
     def __init__(self, url: str) -> None:
         u = make_url(url)
@@ -84,6 +102,7 @@ class Store(WorkflowStore, RunStore):
         elif u.get_backend_name() == "postgresql":
             # pre_ping: a PostgreSQL restart must not leave dead connections in the pool.
             self.engine = create_async_engine(u, pool_pre_ping=True, **kw)
+            _pg_hooks(self.engine.sync_engine)
         else:
             raise StoreError(f"unsupported database URL scheme '{u.drivername}' (use sqlite+aiosqlite or "
                              "postgresql+asyncpg)")

@@ -112,15 +112,13 @@ def _run_values(out: list[Any], r: RunRow) -> None:
             u.cache_read_tokens, u.cache_write_tokens, u.reasoning_tokens, r.cost_usd, r.error, r.session_id)
 
 
-def _span_values(out: list[Any], r: RunRow, text: bool) -> None:
+def _span_values(out: list[Any], r: RunRow) -> None:
     """Append ``r``'s ``run_spans`` row (SPAN_COLUMNS) to the flat parameter list ``out``: its spans as one
-    JSON document (sealed already, or encoded now): text (``text``, PostgreSQL's json type takes nothing
-    else), or the UTF-8 bytes as they are (SQLite, which stores them as a BLOB: decoding them to text first
-    cost the event loop ~20 µs per run for an agent's 70 KB document; the store reads both alike)."""
+    JSON document (sealed already, or encoded now), as the UTF-8 bytes they were encoded to. SQLite stores
+    them as a BLOB, PostgreSQL's json type as its text (db.py: ``_json_as_bytes``); decoding them to str
+    first cost the event loop ~20 µs per run for an agent's 75 KB document. The store reads both alike."""
     doc = r.spans_json
-    if doc is None:
-        doc = json_encode(unique_spans(r.spans))
-    out += (r.id, doc.decode() if text else doc)
+    out += (r.id, json_encode(unique_spans(r.spans)) if doc is None else doc)
 
 
 def _run(row: RowMapping) -> dict[str, Any]:
@@ -368,7 +366,6 @@ class RunStore(StoreBase):
         run_values: list[Any] = []
         span_values: list[Any] = []
         seen: set[str] = set()
-        as_text = self.dialect != "sqlite"
         for i in range(0, len(rows), WRITE_CHUNK_RUNS):
             if i:
                 await asyncio.sleep(0)
@@ -377,7 +374,7 @@ class RunStore(StoreBase):
                     continue
                 seen.add(r.id)
                 _run_values(run_values, r)
-                _span_values(span_values, r, as_text)
+                _span_values(span_values, r)
 
         def statements() -> list[Statement]:
             return run_insert.statements(run_values) + span_insert.statements(span_values)

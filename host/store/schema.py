@@ -92,8 +92,8 @@ Index("ix_runs_workflow", runs.c.workflow, runs.c.started_at)
 # A run's spans, in recorded order, as one JSON array of span objects (the keys of ``SpanRow`` but
 # ``run_id`` and ``price``; None fields and zero usage counts left out; the engine's span ids are numbers
 # within the run, read back as "<run id>.<n>"; an output shared by two spans is stored once, see
-# ``SpanRow.output_of``; a client's request body is kept as it came, see ``SpanRow.input_format``; SQLite
-# holds the document's UTF-8 bytes, a BLOB, PostgreSQL json text). Spans are only ever read
+# ``SpanRow.output_of``; a client's request body is kept as it came, see ``SpanRow.input_format``; both
+# databases are given the document's UTF-8 bytes: SQLite keeps a BLOB, PostgreSQL json). Spans are only ever read
 # a whole run at a time, and one row per run instead of one per span made a traced request's write
 # about half the database work (CPU instructions per run, counted with callgrind): schema version 2.
 run_spans = Table(
